@@ -44,24 +44,48 @@ def _dvc() -> str:
     return str(exe) if exe.exists() else "dvc"
 
 
+def _child_env(root: Path) -> dict[str, str]:
+    """Stage processes report to this flow's Prefect API (one server, one place to look) and use `root`."""
+    env = os.environ.copy()
+    env["ESVR_ROOT"] = str(root)
+    env.setdefault(paths.MIRROR_ENV, str(paths.mirror_dir()))  # resolved here, where ../shared is known to sit
+    if root != paths.ROOT:  # a copy of the project (tests, worktrees): import its code, not the installed one
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value()
+        server = SubprocessASGIServer._instances.get(None)
+        if not url and server is not None and server.running:
+            url = server.api_url
+        if url:
+            env["PREFECT_API_URL"] = url
+    except ImportError:  # pragma: no cover - prefect internals moved; children start their own API
+        pass
+    return env
+
+
 @task(name="dvc-repro", retries=0)  # never retry a training blindly; DVC resumes from what is already done
-def repro_stage(name: str, force: bool = False) -> str:
+def repro_stage(name: str, force: bool = False, root: str | None = None) -> str:
+    where = Path(root) if root else paths.ROOT
     cmd = [_dvc(), "repro", "--single-item", name] + (["--force"] if force else [])
     log.info("$ %s", " ".join(cmd))
-    proc = subprocess.run(cmd, cwd=paths.ROOT, env=os.environ.copy(), text=True, capture_output=True)
-    sys.stderr.write(proc.stdout[-4000:])
+    proc = subprocess.run(cmd, cwd=where, env=_child_env(where), text=True, capture_output=True)
+    log.info("%s", proc.stdout[-4000:])
     if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-8000:])
-        raise RuntimeError(f"stage {name} failed (dvc repro exit {proc.returncode}); see the output above")
+        raise RuntimeError(f"stage {name} failed (dvc repro exit {proc.returncode}):\n{proc.stderr[-8000:]}")
     return "up-to-date" if "didn't change, skipping" in proc.stdout or "is cached" in proc.stdout else "ran"
 
 
 @flow(name="pipeline")
-def pipeline_flow(targets: list[str] | None = None, force: bool = False) -> dict[str, str]:
-    order = dvc_stage_order(targets=targets)
+def pipeline_flow(targets: list[str] | None = None, force: bool = False, root: str | None = None) -> dict[str, str]:
+    """Reproduce the DAG of the project at `root` (default: this project) stage by stage."""
+    order = dvc_stage_order(Path(root) if root else None, targets=targets)
     log.info("stages in order: %s", order)
     results: dict[str, str] = {}
     for name in order:
-        results[name] = repro_stage(name, force=force)
+        results[name] = repro_stage(name, force=force, root=root)
         log.info("%s: %s", name, results[name])
     return results

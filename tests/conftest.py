@@ -79,6 +79,7 @@ def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,
     # PREFECT_HOME stays the project's (already migrated: saves ~7 s per process); results go to the copy.
     env.update({"PATH": f"{BIN}:{env['PATH']}", "ESVR_ROOT": str(cwd), "PYTHONPATH": str(cwd),
                 "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(cwd / ".prefect/results")})
+    env.setdefault(paths.MIRROR_ENV, str(paths.mirror_dir()))
     env.pop("ESVR_MLRUNS", None)
     env.pop("PREFECT_API_URL", None)
     env.update(env_extra or {})

@@ -1,0 +1,78 @@
+"""Config: every shipped profile loads; bad params fail fast, naming file, line and key."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from tasks import config
+from tasks.config import ConfigError, load_params, load_profile, shipped_profiles
+
+
+@pytest.mark.parametrize("name", shipped_profiles())
+def test_every_shipped_profile_loads(name):
+    p = load_profile(name)
+    assert p.profile == name
+
+
+def test_shipped_profiles_are_tiny_and_paper():
+    assert {"tiny", "paper"} <= set(shipped_profiles())
+
+
+def test_params_yaml_is_a_rendered_profile():
+    active = load_params()
+    assert config.render_profile(active.profile) == config.paths.PARAMS_FILE.read_text(encoding="utf-8")
+
+
+def _write(tmp_path, data) -> str:
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+def test_unknown_key_is_named_with_file_and_line(tmp_path):
+    data = load_profile("tiny").model_dump()
+    data["sources"]["datasetz"] = ["x"]
+    p = _write(tmp_path, data)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as e:
+        load_params(p)
+    assert time.perf_counter() - t0 < 5
+    msg = str(e.value)
+    assert "sources.datasetz" in msg and str(p) in msg and "unknown key" in msg
+    line = [i for i, l in enumerate(p.read_text().splitlines(), 1) if "datasetz" in l][0]
+    assert f"{p}:{line}" in msg
+
+
+def test_wrong_type_is_named(tmp_path):
+    data = load_profile("tiny").model_dump()
+    data["seed"] = "not-a-number"
+    p = _write(tmp_path, data)
+    with pytest.raises(ConfigError, match=r"seed"):
+        load_params(p)
+
+
+def test_unknown_dataset_is_rejected(tmp_path):
+    data = load_profile("tiny").model_dump()
+    data["sources"]["datasets"] = ["touche23", "nope"]
+    with pytest.raises(ConfigError, match=r"sources.datasets.*nope"):
+        load_params(_write(tmp_path, data))
+
+
+def test_override_error_points_at_the_overriding_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(config.paths, "PROFILES_DIR", tmp_path)
+    (tmp_path / "tiny.yaml").write_text((config.paths.ROOT / "profiles" / "tiny.yaml").read_text())
+    (tmp_path / "bad.yaml").write_text("extends: tiny\nprofile: paper\ntracking:\n  experimnt: x\n")
+    with pytest.raises(ConfigError) as e:
+        load_profile("bad")
+    assert f"{tmp_path / 'bad.yaml'}:4: tracking.experimnt" in str(e.value)
+
+
+def test_group_view_refuses_undeclared_groups():
+    view = config.GroupView(load_profile("tiny"), ["sources"], "demo")
+    assert view.sources.datasets
+    assert view.profile == "tiny"
+    with pytest.raises(AttributeError, match="does not declare"):
+        _ = view.tracking
