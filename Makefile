@@ -41,5 +41,10 @@ mlflow-ui: setup
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
 	  --backend-store-uri sqlite:///$(abspath mlruns)/mlflow.db --default-artifact-root $(abspath mlruns)/artifacts
 
+# Static checks only: no Docker engine is needed (or claimed).
+docker-check: setup
+	$(BIN)/hadolint --failure-threshold error docker/Dockerfile docker/Dockerfile.gpu
+	ESVR_PSEUDONYM_KEY=check "$$($(BIN)/python -c 'import compose,pathlib;print(pathlib.Path(compose.__file__).parent/"docker-compose")')" -f docker-compose.yml config -q
+
 clean:
 	rm -rf .prefect .pytest_cache .ruff_cache .mypy_cache
