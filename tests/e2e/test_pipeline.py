@@ -32,13 +32,17 @@ def _runs(root: Path):
 
 
 @pytest.mark.slow
-def test_dvc_repro_then_noop(project_copy, mirror):
+def test_dvc_repro_then_noop(project_copy, mirror, prefect_api):
+    """The whole DAG (micro sizes) through plain `dvc repro`; stage flows report to the test's Prefect API."""
+    from prefect.settings import PREFECT_API_URL
+
     use_micro_profile(project_copy)
-    first = run_cli(["dvc", "repro"], project_copy, timeout=1500)
+    api = {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    first = run_cli(["dvc", "repro"], project_copy, env_extra=api, timeout=1500)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (project_copy / "dvc.lock").is_file()
     t0 = time.perf_counter()
-    second = run_cli(["dvc", "repro"], project_copy)
+    second = run_cli(["dvc", "repro"], project_copy, env_extra=api)
     elapsed = time.perf_counter() - t0
     assert second.returncode == 0, second.stderr
     assert "Data and pipelines are up to date" in second.stdout
@@ -90,3 +94,22 @@ def test_cli_help_lists_commands(project_copy):
     assert res.returncode == 0
     for cmd in ("stage", "pipeline", "config", "data"):
         assert cmd in res.stdout
+
+
+def test_dvc_push_pull_roundtrip(project_copy, mirror, tmp_path):
+    """The configured local remote works: push the staged data, delete it, pull it back."""
+    res = run_cli(["dvc", "repro", "sources"], project_copy)
+    assert res.returncode == 0, res.stderr[-2000:]
+    remote = tmp_path / "remote"
+    assert run_cli(["dvc", "remote", "modify", "local", "url", str(remote)], project_copy).returncode == 0
+    push = run_cli(["dvc", "push"], project_copy)
+    assert push.returncode == 0, push.stderr
+    assert any(remote.rglob("*"))
+    target = project_copy / "data" / "external" / "esconv" / "train.json"
+    digest = target.read_bytes()
+    import shutil
+
+    shutil.rmtree(project_copy / "data" / "external")
+    pull = run_cli(["dvc", "pull"], project_copy)
+    assert pull.returncode == 0, pull.stderr
+    assert target.read_bytes() == digest
