@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import zstandard
 
@@ -32,7 +33,7 @@ from tasks.crawl import (
     ThreadRules,
     normalise_comment,
     normalise_submission,
-    pseudonymise_record,
+    pseudonymise_many,
 )
 
 log = logging.getLogger(__name__)
@@ -133,93 +134,86 @@ def _empty_counts() -> Counter:
     return Counter(lines=0, malformed_lines=0, matched=0, date_filtered=0, parsed=0)
 
 
-def _structural_malformed(block: bytes, n_lines: int) -> int:
-    """Lower bound of malformed lines without parsing: a JSON object line starts with `{` and ends with `}`."""
-    starts = block.startswith(b"{") + block.count(b"\n{")
-    ends = block.count(b"}\n") + block.count(b"}\r\n") + (block.endswith(b"}"))
-    return max(n_lines - starts, n_lines - ends, 0)
+def _line_table(block: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(starts, ends, structurally_ok) of the block's non-empty lines, vectorised: a JSON object line starts with
+    `{` and ends with `}` (before an optional \r). Costs about one pass over the bytes."""
+    arr = np.frombuffer(block, np.uint8)
+    nl = np.flatnonzero(arr == 10)
+    starts = np.concatenate((np.zeros(1, np.int64), nl + 1))
+    ends = np.concatenate((nl, np.array([len(block)], np.int64)))
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    last = ends - 1
+    if len(last):
+        cr = arr[last] == 13
+        if cr.any():
+            last = np.where(cr & (last > starts), last - 1, last)
+        ok = (arr[starts] == 123) & (arr[last] == 125)
+    else:
+        ok = np.zeros(0, bool)
+    return starts, ends, ok
 
 
 def parse_block(block: bytes, base: int, kind: str | None, spec: DumpSpec) -> tuple[list[dict[str, Any]], Counter, int]:
     """One block -> (kept normalised records, counters, decompressed offset of the first malformed line or -1)."""
-    counts = _empty_counts()
-    empty = block.count(b"\n\n") + block.startswith(b"\n")
-    n_lines = block.count(b"\n") + (not block.endswith(b"\n")) - empty
-    counts["lines"] = n_lines
-    out: list[dict[str, Any]] = []
-    first_bad = -1
+    starts, ends, ok = _line_table(block)
+    n_lines = len(starts)
     sub = spec.subreddit.lower() if spec.subreddit else None
-
-    def handle(line: bytes, at: int) -> None:
-        nonlocal first_bad
-        counts["parsed"] += 1
-        try:
-            d = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            d = None
-        if not isinstance(d, dict):
-            counts["malformed_lines"] += 1
-            if first_bad < 0:
-                first_bad = base + at
-            return
-        if sub is not None and str(d.get("subreddit") or "").lower() != sub:
-            return
-        k = kind or ("c" if "link_id" in d or "body" in d else "s")
-        rec = normalise_comment(d) if k == "c" else normalise_submission(d)
-        if rec is None:
-            counts["malformed_lines"] += 1
-            if first_bad < 0:
-                first_bad = base + at
-            return
-        t = rec["created_utc"]
-        if (spec.since is not None or spec.until is not None) and (
-            t is None or (spec.since is not None and t < spec.since) or (spec.until is not None and t >= spec.until)
-        ):
-            counts["date_filtered"] += 1
-            return
-        counts["matched"] += 1
-        out.append(rec)
-
     if sub is not None and spec.prefilter:
-        # Only lines that contain the quoted name can match; `lower()` keeps byte offsets (ASCII only).
+        # Only lines that contain the quoted name can match. `lower()` keeps byte offsets (ASCII only); the loop
+        # runs once per hit, not per line. Other lines are only checked structurally (malformed count).
         low = block.lower()
         needle = b'"' + sub.encode("utf-8") + b'"'
+        hits = []
         pos = low.find(needle)
-        malformed_guess = _structural_malformed(block, n_lines)
-        parsed_bad = 0
         while pos >= 0:
-            start = low.rfind(b"\n", 0, pos) + 1
-            end = low.find(b"\n", pos)
-            end = len(block) if end < 0 else end
-            before = counts["malformed_lines"]
-            handle(block[start:end].rstrip(b"\r"), start)
-            if counts["malformed_lines"] > before and block[start:start + 1] == b"{" and block[start:end].rstrip().endswith(b"}"):
-                parsed_bad += 1  # invalid JSON the structural check could not see
-            pos = low.find(needle, end)
-        # Candidate lines' bad ones that look structurally fine are added to the structural count of all lines.
-        counts["malformed_lines"] = malformed_guess + parsed_bad
-        if first_bad < 0 and malformed_guess:
-            first_bad = base + _first_structural_bad(block)
+            hits.append(pos)
+            pos = low.find(needle, pos + len(needle))
+        if len(hits) * 4 < n_lines:
+            idx = np.unique(np.searchsorted(starts, np.asarray(hits, np.int64), side="right") - 1)
+            candidates = idx[ok[idx]] if len(idx) else idx
+        else:  # most lines match: a plain pass is cheaper than per-hit bookkeeping
+            candidates = np.flatnonzero(ok)
     else:
-        at = 0
-        for line in block.split(b"\n"):
-            if line.strip():
-                handle(line, at)
-            at += len(line) + 1
-    if spec.pseudonymise:
-        pseudo = Pseudonymiser(spec.key)
-        out = [pseudonymise_record(r, pseudo, spec.rules) for r in out]
+        candidates = np.flatnonzero(ok)
+    structural_bad = np.flatnonzero(~ok)
+    out: list[dict[str, Any]] = []
+    parsed_bad: list[int] = []
+    date_filtered = 0
+    since, until = spec.since, spec.until
+    dated = since is not None or until is not None
+    norm_c, norm_s, loads = normalise_comment, normalise_submission, orjson.loads
+    for i, a, e in zip(candidates.tolist(), starts[candidates].tolist(), ends[candidates].tolist(), strict=True):
+        try:
+            d = loads(block[a:e])
+        except orjson.JSONDecodeError:
+            parsed_bad.append(i)
+            continue
+        if type(d) is not dict:
+            parsed_bad.append(i)
+            continue
+        if sub is not None:
+            s = d.get("subreddit")
+            if s is None or (s != sub and str(s).lower() != sub):
+                continue
+        k = kind or ("c" if "link_id" in d or "body" in d else "s")
+        rec = norm_c(d) if k == "c" else norm_s(d)
+        if rec is None:
+            parsed_bad.append(i)
+            continue
+        if dated:
+            t = rec["created_utc"]
+            if t is None or (since is not None and t < since) or (until is not None and t >= until):
+                date_filtered += 1
+                continue
+        out.append(rec)
+    bad = sorted(structural_bad.tolist() + parsed_bad)
+    counts = Counter(lines=n_lines, malformed_lines=len(bad), matched=len(out), date_filtered=date_filtered,
+                     parsed=len(candidates))
+    first_bad = base + int(starts[bad[0]]) if bad else -1
+    if spec.pseudonymise and out:
+        out = pseudonymise_many(out, Pseudonymiser(spec.key), spec.rules)
     return out, counts, first_bad
-
-
-def _first_structural_bad(block: bytes) -> int:
-    at = 0
-    for line in block.split(b"\n"):
-        s = line.rstrip(b"\r")
-        if s.strip() and not (s.startswith(b"{") and s.endswith(b"}")):
-            return at
-        at += len(line) + 1
-    return 0
 
 
 _SPEC: DumpSpec | None = None
