@@ -18,6 +18,11 @@ config_app = typer.Typer(help="Validate, show and switch the params profile.", n
 data_app = typer.Typer(help="Public datasets: stage them from the mirror or their origins.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
+from tasks.annotators_cli import analyze_app, emotions_app, values_app  # noqa: E402  (annotator contract commands)
+
+app.add_typer(values_app, name="values")
+app.add_typer(emotions_app, name="emotions")
+app.add_typer(analyze_app, name="analyze")
 
 log = logging.getLogger("esvr")
 

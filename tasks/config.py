@@ -92,6 +92,7 @@ class AnnotateParams(StrictModel):
 class EsconvAnalysisParams(StrictModel):
     """`esconv_analysis`: positive values in the last seeker turns, high- vs low-effect conversations."""
 
+    model: str = "models/value_detector"  # folder or MLflow URI of the value detector
     last_turns: int = Field(4, ge=1)
     initial_intensity: int = Field(5, ge=1, le=5)
     high_final: list[int] = Field(default_factory=lambda: [1, 2])
