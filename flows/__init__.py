@@ -6,4 +6,8 @@ STAGE_FLOWS maps each dvc.yaml stage name to "module:function" (imported lazily 
 STAGE_FLOWS: dict[str, str] = {
     "sources": "flows.sources:sources_flow",
     "crawl": "flows.crawl:crawl_flow",
+    "train_value_detector": "flows.annotators:train_value_detector_flow",
+    "train_emotion": "flows.annotators:train_emotion_flow",
+    "annotate": "flows.annotate:annotate_flow",
+    "esconv_analysis": "flows.esconv:esconv_analysis_flow",
 }
