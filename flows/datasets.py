@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,11 @@ def log_mlflow_inputs(out_dir: Path) -> int:
                              "answer": answers[0]["content"],
                              "rejected": answers[1]["content"] if len(answers) > 1 else ""})
             df = pd.DataFrame(rows, columns=["id", "thread_id", "target_values", "prompt", "answer", "rejected"])
-            ds = mlflow.data.from_pandas(df, source=str(split_file.resolve()), name=f"{name}-{split_file.stem}",
-                                         targets="answer")
+            with warnings.catch_warnings():
+                # MLflow 3.17 registers the local-file source twice and warns that a path is ambiguous between them.
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+                ds = mlflow.data.from_pandas(df, source=str(split_file.resolve()), name=f"{name}-{split_file.stem}",
+                                             targets="answer")
             mlflow.log_input(ds, context=split_file.stem, tags={"esvr.dataset": name, "rows": str(len(df))})
             n += 1
         card = out_dir / name / "DATA_CARD.md"
