@@ -66,6 +66,7 @@ class DatasetsParams(StrictModel):
     # A comment *expresses* a value when its detector probability is at least this (rejected-comment filter).
     value_threshold: float = Field(0.25, gt=0.0, lt=1.0)
     max_rejected_per_example: int = Field(2, ge=1)  # rejected comments sampled per chosen reply
+    max_turn_chars: int = Field(0, ge=0)  # history turns are cut to this many chars (0 = whole); answers never are
     min_chars: int = Field(2, ge=1)  # an utterance shorter than this after cleaning is unusable ("[removed]" -> "")
     splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
     dedup: bool = True  # drop repeated (prompt, answer) rows, keeping the first by id

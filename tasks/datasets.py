@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 #: Bump when extraction or formatting logic changes in a way the task source hash would not show.
 CACHE_VERSION = "datasets-v1"
 DATASETS = ("tvd", "rg_sft", "rg_pairs")
+#: Spare rejected candidates kept per example (x max_rejected_per_example) for the length filter to choose from.
+REJECTED_POOL_FACTOR = 4
 THREADS_DIR = paths.DATA / "threads"
 ANNOTATED_DIR = paths.DATA / "annotated"
 OUT_DIR = paths.DATA / "datasets"
@@ -66,6 +68,15 @@ def clean_text(text: str | None) -> str:
     t = "\n".join(line.rstrip() for line in t.split("\n"))
     t = re.sub(r"\n{3,}", "\n\n", t).strip()
     return "" if t.lower() in _REMOVED else t
+
+
+def trim_turn(text: str, max_chars: int) -> str:
+    """Cut a long history turn at a word boundary before max_chars and mark the cut (0 = keep whole)."""
+    if not max_chars or len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > max_chars // 2 else cut).rstrip() + " …"
 
 
 def _norm(text: str) -> str:
@@ -165,6 +176,7 @@ def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: 
         if not is_positive(p, p_prev, cfg):
             continue
         c["op_replies_positive"] += 1
+        c["history_turns_trimmed"] += sum(1 for x in chain[:-2] if cfg.max_turn_chars and len(texts[x["id"]]) > cfg.max_turn_chars)
         target = top_values(ann[outcome["id"]]["values"])
         history_nodes = chain[:-2]  # o1 .. o_t
         path_ids = {x["id"] for x in chain}
@@ -185,12 +197,15 @@ def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: 
         seen: set[str] = set()
         unique = [x for x in sorted(candidates, key=lambda x: x["id"])
                   if not (_norm(x["text"]) in seen or seen.add(_norm(x["text"])))]
-        rejected = rng.sample(unique, min(cfg.max_rejected_per_example, len(unique)))
+        # Keep a seeded order of spare candidates: assemble() takes the first max_rejected_per_example that pass
+        # the length filter, so one over-long comment does not cost the pair.
+        rejected = rng.sample(unique, min(REJECTED_POOL_FACTOR * cfg.max_rejected_per_example, len(unique)))
         if not rejected:
             c["examples_without_rejected"] += 1
         res.examples.append({
             "thread_id": thread["thread_id"],
-            "history": [("seeker" if x["role"] == "op" else "supporter", texts[x["id"]]) for x in history_nodes],
+            "history": [("seeker" if x["role"] == "op" else "supporter", trim_turn(texts[x["id"]], cfg.max_turn_chars))
+                        for x in history_nodes],
             "history_ids": [x["id"] for x in history_nodes],
             "reply_id": reply["id"],
             "reply": texts[reply["id"]],
@@ -277,9 +292,21 @@ def assemble(examples: list[dict[str, Any]], cfg: Any, seed: int, count: TokenCo
     out: dict[str, dict[str, list[dict[str, Any]]]] = {d: {s: [] for s in cfg.splits} for d in DATASETS}
     drops: dict[str, Counter] = {d: Counter() for d in DATASETS}
     seen: dict[str, set[str]] = {d: set() for d in DATASETS}
+    seen_examples: set[str] = set()
     for ex in examples:
+        if cfg.dedup:
+            # A repost repeats a whole example: drop all of it, or its spare rejected comments would sneak in as new pairs.
+            key = content_id([[_norm(t) for _, t in ex["history"]], _norm(ex["reply"]), ex["target_values"]])
+            if key in seen_examples:
+                for name in DATASETS:
+                    drops[name]["duplicate"] += 1
+                continue
+            seen_examples.add(key)
         for name, recs in format_records(ex).items():
+            kept = 0
             for rec in recs:
+                if name == "rg_pairs" and kept >= cfg.max_rejected_per_example:
+                    break  # the rest were spares
                 if cfg.dedup:
                     key = dedup_key(name, rec)
                     if key in seen[name]:
@@ -291,6 +318,7 @@ def assemble(examples: list[dict[str, Any]], cfg: Any, seed: int, count: TokenCo
                     drops[name][reason] += 1
                     continue
                 out[name][split_of[ex["thread_id"]]].append(rec)
+                kept += 1
     return out, dataset_stats(out, drops, split_of)
 
 
@@ -444,6 +472,8 @@ def render_card(name: str, stats: dict[str, Any], extraction: dict[str, Any], cf
         f"{cfg.min_chars} chars after cleaning ([deleted]/[removed]) are skipped",
         f"- rejected comments: detected values (prob >= {cfg.value_threshold}) disjoint from the target values, "
         f"at most {cfg.max_rejected_per_example} per example (seed {seed})",
+        f"- history turns longer than {cfg.max_turn_chars or 'unlimited'} chars are cut at a word boundary (' …'); "
+        "answers are never cut",
         f"- de-duplication on normalised (prompt, answer): {cfg.dedup}",
         f"- length: max_length {cfg.max_length} tokens, prompt must leave >= {cfg.min_answer_tokens}; "
         f"measured with {token_desc}",
