@@ -273,8 +273,9 @@ def length_check(name: str, rec: dict[str, Any], count: TokenCounter, max_length
     n_prompt = count(prompt, True)
     if max_length - n_prompt < min_answer:
         return "prompt_leaves_no_room"
-    if any(count([*prompt, a], False) > max_length for a in answers):
-        return "answer_truncated"
+    for i, a in enumerate(answers):
+        if count([*prompt, a], False) > max_length:
+            return ("chosen_truncated", "rejected_truncated")[i] if name == "rg_pairs" else "answer_truncated"
     return None
 
 
@@ -316,6 +317,8 @@ def assemble(examples: list[dict[str, Any]], cfg: Any, seed: int, count: TokenCo
                 reason = length_check(name, rec, count, cfg.max_length, cfg.min_answer_tokens)
                 if reason:
                     drops[name][reason] += 1
+                    if reason != "rejected_truncated":
+                        break  # the prompt or the chosen reply is what does not fit: no candidate can
                     continue
                 out[name][split_of[ex["thread_id"]]].append(rec)
                 kept += 1

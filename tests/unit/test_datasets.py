@@ -175,7 +175,7 @@ def test_an_over_long_rejected_comment_gives_way_to_a_spare():
     out, stats = ds.assemble([ex], DatasetsParams(max_rejected_per_example=2), 0, count)
     pairs = [r for recs in out["rg_pairs"].values() for r in recs]
     assert len(pairs) == 2 and long_id not in {p["rejected_id"] for p in pairs}
-    assert stats["rg_pairs"]["dropped"] == {"answer_truncated": 1}
+    assert stats["rg_pairs"]["dropped"] == {"rejected_truncated": 1}
     trimmed = ds.extract_thread(th, ann_map(anns), DatasetsParams(max_turn_chars=20), 1)
     assert trimmed.counters["history_turns_trimmed"] == 2
     assert all(len(t) <= 22 for e in trimmed.examples for _, t in e["history"])
