@@ -6,4 +6,5 @@ STAGE_FLOWS maps each dvc.yaml stage name to "module:function" (imported lazily 
 STAGE_FLOWS: dict[str, str] = {
     "sources": "flows.sources:sources_flow",
     "datasets": "flows.datasets:datasets_flow",
+    "crawl": "flows.crawl:crawl_flow",
 }

@@ -19,6 +19,7 @@ data_app = typer.Typer(help="Public datasets: stage them from the mirror or thei
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(importlib.import_module("tasks.datasets_cli").app, name="datasets")
+app.add_typer(importlib.import_module("tasks.crawl_cli").app, name="crawl")
 
 log = logging.getLogger("esvr")
 

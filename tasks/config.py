@@ -48,6 +48,53 @@ class SourcesParams(StrictModel):
         return v
 
 
+class CrawlLiveParams(StrictModel):
+    """`crawl.live`: the praw crawler (credentials only from env/.env: REDDIT_CLIENT_ID, REDDIT_CLIENT_SECRET)."""
+
+    enabled: bool = False
+    subreddit: str = "offmychest"
+    max_submissions: int = Field(100, ge=1)  # newest submissions per run
+    replace_more_limit: int = Field(8, ge=0)  # bounded "load more comments" expansions per submission
+    replace_more_threshold: int = Field(0, ge=0)
+    stop_after_known: int = Field(25, ge=1)  # incremental: stop paging after this many already-crawled ids in a row
+    user_agent: str = "esvr-crawler/0.1 (research; contact: see README)"
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(3, ge=0)  # Prefect task retries of the live crawl (it resumes from its checkpoint)
+    retry_delay_s: float = Field(10.0, ge=0)
+    ratelimit_seconds: int = Field(300, ge=0)  # praw: sleep up to this long on a RATELIMIT answer
+    state_dir: str = "data/live"  # crawl state (pseudonymised raw records + checkpoint), outside DVC outs
+
+
+class CrawlParams(StrictModel):
+    """`crawl`: Reddit inputs (thread tables, Pushshift dumps, live praw) -> data/threads/."""
+
+    subreddit: str = "offmychest"
+    tables: list[str] = []  # thread tables under data/external/ (author, self ID, parent ID, text)
+    dumps: list[str] = []  # Pushshift .zst files under data/external/
+    since: str | None = None  # YYYY-MM-DD UTC, inclusive
+    until: str | None = None  # YYYY-MM-DD UTC, inclusive
+    max_malformed_fraction: float = Field(0.001, ge=0, le=1)
+    prefilter: bool = True
+    workers: int = Field(2, ge=1)
+    block_mb: int = Field(16, ge=1)
+    drop_authors: list[str] = ["AutoModerator"]
+    bot_regex: str = r"(?i:(^|[-_])bot)$|Bot$"
+    keep_without_submission: bool = True
+    pseudonym_fallback: bool = False
+    shards: int = Field(8, ge=1)
+    max_threads: int = Field(0, ge=0)  # 0 = all
+    live: CrawlLiveParams = CrawlLiveParams()
+
+    @field_validator("since", "until")
+    @classmethod
+    def _date(cls, v: str | None) -> str | None:
+        import datetime as dt
+
+        if v is not None:
+            dt.date.fromisoformat(v)
+        return v
+
+
 class TrackingParams(StrictModel):
     """`tracking`: the MLflow experiment every stage run lands in."""
 
@@ -96,7 +143,8 @@ class Params(StrictModel):
     seed: int = 1234
     tracking: TrackingParams
     sources: SourcesParams
-    datasets: DatasetsParams
+    datasets: DatasetsParams = DatasetsParams()
+    crawl: CrawlParams = CrawlParams()
 
 
 # --------------------------------------------------------------------------------------------------- loading

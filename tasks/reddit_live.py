@@ -1,0 +1,1 @@
+"""Live crawler (placeholder until the praw implementation lands)."""
