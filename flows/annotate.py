@@ -1,0 +1,34 @@
+"""Flow of stage `annotate`: both annotators over every utterance of data/threads/shards (one cached task per shard)."""
+
+from __future__ import annotations
+
+import logging
+
+from prefect import flow
+
+from tasks import annotate, paths
+from tasks.io import write_json
+from tasks.orchestration import stage_params
+from tasks.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+@flow(name="annotate", log_prints=False)
+def annotate_flow(params_file: str = "params.yaml") -> dict:
+    cfg_all = stage_params("annotate", paths.ROOT / params_file)
+    cfg = cfg_all.annotate
+    if cfg is None:
+        raise ValueError(f"{params_file}: params group 'annotate' missing; copy it from profiles/tiny.yaml")
+    log.info("annotate: %s", cfg.model_dump())
+    with stage_run("annotate", cfg_all.profile, cfg_all.tracking.experiment, params={"annotate": cfg.model_dump()}):
+        import mlflow
+
+        summary = annotate.annotate_all(cfg)
+        rate = summary["utterances"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
+        metrics = {k: v for k, v in summary.items() if isinstance(v, int | float)}
+        metrics["utterances_per_second"] = rate
+        mlflow.log_metrics({f"annotate.{k}": float(v) for k, v in metrics.items()})
+        mlflow.set_tags({f"annotate.model_version.{k}": v for k, v in summary["model_versions"].items()})
+        write_json(paths.METRICS / "annotate.json", {**metrics, "model_versions": summary["model_versions"]})
+    return summary
