@@ -105,18 +105,45 @@ def test_each_breach_is_caught(hand_built, breach):
 
 
 # ------------------------------------------------------------------------------------------------------ real output
+def _has_shards(d: Path) -> bool:
+    return any((d / "shards").glob("*.jsonl"))
+
+
+def _build_from_mirror(root: Path) -> tuple[Path, Path]:
+    """Thread store + annotations from the mirror's r/offmychest table through the crawl and annotate code."""
+    from tasks import annotate, crawl
+
+    p = load_params()
+    table = paths.mirror_dir() / "reddit-offmychest-threads" / "offmychest.csv"
+    models = [paths.ROOT / p.annotate.value_model, paths.ROOT / p.annotate.emotion_model]
+    if not table.is_file():
+        pytest.skip(f"{table} not found: set {paths.MIRROR_ENV} to the public-data mirror")
+    if not all(m.is_dir() for m in models):
+        pytest.skip(f"annotator models {[str(m) for m in models]} absent: run `dvc repro train_value_detector "
+                    "train_emotion` (or `dvc repro annotate`) first")
+    threads_dir, ann_dir = root / "threads", root / "annotated"
+    crawl.run(p.crawl, [table], [], threads_dir, crawl.pseudonymiser_from_env(True, p.seed))
+    m = annotate.load_models(*(str(x) for x in models))
+    for shard in sorted((threads_dir / "shards").glob("*.jsonl")):
+        annotate.run_shard(shard, ann_dir / "shards" / shard.name, m, p.annotate)
+    return threads_dir, ann_dir
+
+
 @pytest.fixture(scope="module")
 def real_output(tmp_path_factory):
+    """The stage's real output: data/datasets if built; else the core on data/threads + data/annotated; else
+    a store built here from the mirror through the crawl and annotate code (skips when mirror or models lack)."""
     threads_dir, ann_dir = ds.THREADS_DIR, ds.ANNOTATED_DIR
-    if not any((threads_dir / "shards").glob("*.jsonl")) or not any((ann_dir / "shards").glob("*.jsonl")):
-        pytest.skip(f"no real thread store/annotations under {paths.DATA}: run `dvc repro annotate` first "
-                    "(needs the mirror's r/offmychest threads and the annotator models)")
-    cfg = load_params().datasets
+    p = load_params()
     out = ds.OUT_DIR
-    if not (out / "stats.json").is_file():
+    if not (_has_shards(threads_dir) and _has_shards(ann_dir)):
+        threads_dir, ann_dir = _build_from_mirror(tmp_path_factory.mktemp("mirror"))
         out = tmp_path_factory.mktemp("real") / "datasets"
-        ds.run(cfg, load_params().seed, threads_dir, ann_dir, out)
-    return ds.load_datasets(out), threads_dir, ann_dir, cfg, out
+        ds.run(p.datasets, p.seed, threads_dir, ann_dir, out)
+    elif not (out / "stats.json").is_file():
+        out = tmp_path_factory.mktemp("real") / "datasets"
+        ds.run(p.datasets, p.seed, threads_dir, ann_dir, out)
+    return ds.load_datasets(out), threads_dir, ann_dir, p.datasets, out
 
 
 @pytest.mark.mirror
