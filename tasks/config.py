@@ -110,8 +110,10 @@ class DatasetsParams(StrictModel):
     positivity_rule: Literal["threshold", "increase", "either", "both"] = "either"
     positivity_threshold: float = Field(0.5, ge=0.0, le=1.0)
     positivity_min_increase: float = Field(0.1, ge=-1.0, le=1.0)
-    # A comment *expresses* a value when its detector probability is at least this (rejected-comment filter).
-    value_threshold: float = Field(0.25, gt=0.0, lt=1.0)
+    # A comment *expresses* a value when its detector probability reaches this (rejected-comment filter):
+    # "detector" = the detector's own calibrated per-category thresholds (value_thresholds_file), or one number.
+    value_threshold: float | Literal["detector"] = 0.25
+    value_thresholds_file: str = "models/value_detector/thresholds.json"
     max_rejected_per_example: int = Field(2, ge=1)  # rejected comments sampled per chosen reply
     max_turn_chars: int = Field(0, ge=0)  # history turns are cut to this many chars (0 = whole); answers never are
     min_chars: int = Field(2, ge=1)  # an utterance shorter than this after cleaning is unusable ("[removed]" -> "")
@@ -124,6 +126,13 @@ class DatasetsParams(StrictModel):
     chars_per_token: float = Field(4.0, gt=0.0)  # fallback estimate when the tokenizer folder is absent
     limit_threads: int = Field(0, ge=0)  # 0 = all; >0 keeps the first N threads by id (shrinks e2e runs)
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)  # utterances without usable annotations before failing
+
+    @field_validator("value_threshold")
+    @classmethod
+    def _threshold(cls, v: float | str) -> float | str:
+        if isinstance(v, (int, float)) and not 0.0 < v < 1.0:
+            raise ValueError(f"value_threshold must be in (0, 1) or 'detector', got {v}")
+        return v
 
     @field_validator("splits")
     @classmethod

@@ -10,7 +10,7 @@ and the commenter reply just before it is an effective support utterance.
 * TVD: history o1..o_t → top-3 value categories of o_{t+1} by detector probability (`Values: A; B; C`).
 * RG SFT: history o1..o_t + those target values → c_t.
 * RG pairs: chosen = c_t; rejected = other commenter comments in the same thread whose detected values
-  (probability >= value_threshold) share none with the target values.
+  (probability >= the detector's threshold, or a fixed value_threshold) share none with the target values.
 * Splits by thread (seeded, balanced on example counts), de-duplication on (prompt, answer), length filters in
   tokens of the tokenizer that trains on the data (a documented estimate when it is absent).
 
@@ -33,7 +33,7 @@ from typing import Any
 
 from tasks import paths, prompts
 from tasks.hashing import content_id, sha256_tree
-from tasks.io import atomic_open, read_jsonl, write_json, write_jsonl
+from tasks.io import atomic_open, read_json, read_jsonl, write_json, write_jsonl
 from tasks.taxonomy import N_VALUES, VALUE_CATEGORIES
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,25 @@ def top_values(probs: Sequence[float], k: int = prompts.TVD_K) -> list[str]:
     return [VALUE_CATEGORIES[i] for i in order[:k]]
 
 
-def detected_values(probs: Sequence[float], threshold: float) -> list[str]:
-    """Categories whose probability reaches the threshold, in taxonomy order."""
-    return [VALUE_CATEGORIES[i] for i, p in enumerate(probs) if p >= threshold]
+def detected_values(probs: Sequence[float], threshold: float | Sequence[float]) -> list[str]:
+    """Categories whose probability reaches the threshold (one, or one per category), in taxonomy order."""
+    th = [float(threshold)] * N_VALUES if isinstance(threshold, (int, float)) else list(threshold)
+    return [VALUE_CATEGORIES[i] for i, p in enumerate(probs) if p >= th[i]]
+
+
+def thresholds_of(cfg: Any, detector: dict[str, Any] | None = None) -> list[float]:
+    """Per-category presence thresholds: the detector's calibrated ones (`value_threshold: detector`, from its
+    thresholds.json content) or one fixed value for all 20."""
+    if cfg.value_threshold != "detector":
+        return [float(cfg.value_threshold)] * N_VALUES
+    if detector is None:
+        raise DatasetsError("datasets.value_threshold is 'detector' but no thresholds.json was given; "
+                            "run `dvc repro train_value_detector` or set a number")
+    labels, th = detector.get("labels"), detector.get("thresholds")
+    if list(labels or []) != list(VALUE_CATEGORIES) or not th or len(th) != N_VALUES:
+        raise DatasetsError(f"{cfg.value_thresholds_file}: expected 'labels' = the 20 categories in taxonomy order "
+                            "and 20 'thresholds'; retrain the value detector")
+    return [float(x) for x in th]
 
 
 def _annotation_ok(a: dict[str, Any] | None) -> bool:
@@ -120,7 +136,8 @@ class ThreadResult:
     counters: Counter = field(default_factory=Counter)
 
 
-def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: Any, seed: int) -> ThreadResult:
+def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: Any, seed: int,
+                   thresholds: Sequence[float] | None = None) -> ThreadResult:
     """Every positive OP reply on a valid o/c path of one thread → one example dict (history, reply, targets, rejected).
 
     `ann` maps utterance id → annotation record. Rejected comments are sampled (seeded per example) from the
@@ -128,6 +145,7 @@ def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: 
     """
     res = ThreadResult()
     c = res.counters
+    thresholds = list(thresholds) if thresholds is not None else thresholds_of(cfg)
     utts = thread["utterances"]
     # parent_id names the parent's Reddit fullname (t3_/t1_); accept the content-hash id too.
     by_reddit = {**{u["id"]: u for u in utts}, **{u["reddit_id"]: u for u in utts if u.get("reddit_id")}}
@@ -188,7 +206,7 @@ def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: 
             t = texts[o["id"]]
             if len(t) < cfg.min_chars or _norm(t) == chosen_key:
                 continue
-            vals = detected_values(ann[o["id"]]["values"], cfg.value_threshold)
+            vals = detected_values(ann[o["id"]]["values"], thresholds)
             if set(vals) & set(target):
                 continue
             candidates.append({"id": o["id"], "text": t, "values": vals})
@@ -399,14 +417,14 @@ def read_shards(threads_dir: Path, annotated_dir: Path) -> list[tuple[Path, Path
 
 
 def extract_shard(threads_path: Path, annotated_path: Path, cfg: Any, seed: int,
-                  thread_ids: set[str] | None = None) -> ThreadResult:
+                  thread_ids: set[str] | None = None, thresholds: Sequence[float] | None = None) -> ThreadResult:
     """Read one thread shard and its annotations; extract every thread (optionally only `thread_ids`)."""
     ann = {r["id"]: r for r in read_jsonl(annotated_path)}
     res = ThreadResult()
     for thread in read_jsonl(threads_path):
         if thread_ids is not None and thread["thread_id"] not in thread_ids:
             continue
-        r = extract_thread(thread, ann, cfg, seed)
+        r = extract_thread(thread, ann, cfg, seed, thresholds)
         res.examples += r.examples
         res.counters.update(r.counters)
     return res
@@ -473,7 +491,9 @@ def render_card(name: str, stats: dict[str, Any], extraction: dict[str, Any], cf
         f"min increase {cfg.positivity_min_increase} over the previous OP turn)",
         "- dialogue paths alternate the OP and one commenter; utterances shorter than "
         f"{cfg.min_chars} chars after cleaning ([deleted]/[removed]) are skipped",
-        f"- rejected comments: detected values (prob >= {cfg.value_threshold}) disjoint from the target values, "
+        f"- rejected comments: detected values (prob >= {cfg.value_threshold}"
+        f"{' thresholds of ' + cfg.value_thresholds_file if cfg.value_threshold == 'detector' else ''}) "
+        "disjoint from the target values, "
         f"at most {cfg.max_rejected_per_example} per example (seed {seed})",
         f"- history turns longer than {cfg.max_turn_chars or 'unlimited'} chars are cut at a word boundary (' …'); "
         "answers are never cut",
@@ -502,6 +522,16 @@ def render_card(name: str, stats: dict[str, Any], extraction: dict[str, Any], cf
     return "\n".join(lines)
 
 
+def load_detector_thresholds(cfg: Any) -> dict[str, Any] | None:
+    """The value detector's thresholds.json when params ask for it (None otherwise)."""
+    if cfg.value_threshold != "detector":
+        return None
+    f = paths.ROOT / cfg.value_thresholds_file
+    if not f.is_file():
+        raise DatasetsError(f"{f}: not found (datasets.value_threshold: detector); run `dvc repro train_value_detector`")
+    return read_json(f)
+
+
 def run(cfg: Any, seed: int, threads_dir: Path | None = None, annotated_dir: Path | None = None,
         out_dir: Path | None = None, extract: Callable[..., ThreadResult] | None = None) -> dict[str, Any]:
     """Read threads + annotations, build the three datasets, write splits, cards and stats; return the stats.
@@ -510,6 +540,7 @@ def run(cfg: Any, seed: int, threads_dir: Path | None = None, annotated_dir: Pat
     a per-shard Prefect task cached across runs.
     """
     extract = extract or extract_shard
+    thresholds = thresholds_of(cfg, load_detector_thresholds(cfg))
     threads_dir, annotated_dir = threads_dir or THREADS_DIR, annotated_dir or ANNOTATED_DIR
     out_dir = out_dir or OUT_DIR
     pairs = read_shards(threads_dir, annotated_dir)
@@ -517,7 +548,7 @@ def run(cfg: Any, seed: int, threads_dir: Path | None = None, annotated_dir: Pat
     counters: Counter = Counter()
     examples: list[dict[str, Any]] = []
     for i, (s, a) in enumerate(pairs, 1):
-        r = extract(s, a, cfg, seed, keep)
+        r = extract(s, a, cfg, seed, keep, thresholds)
         examples += r.examples
         counters.update(r.counters)
         log.info("[%d/%d] %s: %d examples", i, len(pairs), s.name, len(r.examples))
@@ -531,7 +562,7 @@ def run(cfg: Any, seed: int, threads_dir: Path | None = None, annotated_dir: Pat
             write_jsonl(out_dir / name / f"{split}.jsonl", recs)
         with atomic_open(out_dir / name / "DATA_CARD.md") as f:
             f.write(render_card(name, stats, extraction, cfg, seed, token_desc, inputs))
-    report = {"extraction": extraction, **stats, "length_measure": token_desc, "prompt_version": prompts.PROMPT_VERSION}
+    report = {"extraction": extraction, **stats, "value_thresholds": thresholds, "length_measure": token_desc, "prompt_version": prompts.PROMPT_VERSION}
     write_json(out_dir / "stats.json", report)
     return report
 
@@ -630,12 +661,13 @@ def code_digest() -> str:
 
 
 def extract_shard_cached(threads_path: Path, annotated_path: Path, cfg: Any, seed: int,
-                         thread_ids: set[str] | None = None) -> ThreadResult:
+                         thread_ids: set[str] | None = None, thresholds: Sequence[float] | None = None
+                         ) -> ThreadResult:
     """`extract_shard` through a Prefect task cached on the shards' content hashes, the params and CACHE_VERSION."""
     out = _extract_task()(str(threads_path), _file_digest(threads_path), str(annotated_path),
                           _file_digest(annotated_path), cfg.model_dump(), seed,
                           sorted(thread_ids) if thread_ids is not None else None,
-                          f"{CACHE_VERSION}:{code_digest()}")
+                          list(thresholds) if thresholds is not None else None, f"{CACHE_VERSION}:{code_digest()}")
     return ThreadResult(examples=out["examples"], counters=Counter(out["counters"]))
 
 
@@ -646,10 +678,10 @@ def _extract_task():
     @shard_task(name="datasets-extract-shard")
     def extract_shard_task(threads_path: str, threads_sha: str, annotated_path: str, annotated_sha: str,
                            cfg: dict[str, Any], seed: int, thread_ids: list[str] | None,
-                           cache_version: str) -> dict[str, Any]:
+                           thresholds: list[float] | None, cache_version: str) -> dict[str, Any]:
         # The sha inputs are what the cache key needs; the paths alone would hide a changed annotation shard.
         r = extract_shard(Path(threads_path), Path(annotated_path), DatasetsParams(**cfg), seed,
-                          set(thread_ids) if thread_ids is not None else None)
+                          set(thread_ids) if thread_ids is not None else None, thresholds)
         return {"examples": r.examples, "counters": dict(r.counters)}
 
     return extract_shard_task

@@ -184,3 +184,21 @@ def test_an_over_long_rejected_comment_gives_way_to_a_spare():
 def test_trim_turn_cuts_at_a_word_boundary():
     assert ds.trim_turn("one two three four", 0) == "one two three four"
     assert ds.trim_turn("one two three four", 12) == "one two …"
+
+
+def test_detector_thresholds_decide_what_a_rejected_comment_expresses(tmp_path):
+    cfg = DatasetsParams(value_threshold="detector")
+    with pytest.raises(ds.DatasetsError, match="thresholds.json"):
+        ds.thresholds_of(cfg)
+    with pytest.raises(ds.DatasetsError, match="20 categories"):
+        ds.thresholds_of(cfg, {"labels": ["x"], "thresholds": [0.1]})
+    det = {"labels": list(ds.VALUE_CATEGORIES), "thresholds": [0.5] * 20}
+    det["thresholds"][ds.VALUE_CATEGORIES.index("Benevolence: caring")] = 0.95  # c1/b1 (caring 0.9) now express nothing
+    th, anns = thread("t")
+    strict = ds.extract_thread(th, ann_map(anns), cfg, 1, ds.thresholds_of(cfg, det))
+    ob = {e["outcome_id"]: e for e in strict.examples}["t-t1_ob"]  # target includes Benevolence: caring
+    assert "t-t1_c1" in {r["id"] for r in ob["rejected"]}
+    default = {e["outcome_id"]: e for e in ds.extract_thread(th, ann_map(anns), CFG, 1).examples}["t-t1_ob"]
+    assert "t-t1_c1" not in {r["id"] for r in default["rejected"]}
+    with pytest.raises(ValueError):
+        DatasetsParams(value_threshold=1.5)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from tasks import datasets as ds
 from tasks import paths
 from tasks.config import DatasetsParams
-from tasks.io import read_json
+from tasks.io import read_json, write_json
 from tests.dataset_builders import write_store
 
 
@@ -27,7 +28,13 @@ def test_flow_writes_metrics_and_logs_mlflow_dataset_inputs(prefect_api, mlflow_
 
     from flows.datasets import datasets_flow
 
-    out = datasets_flow(params_file="params.yaml")
+    # The tiny profile reads the value detector's thresholds.json: give the flow one of its own.
+    params = yaml.safe_load((paths.ROOT / "params.yaml").read_text())
+    det = {"labels": list(ds.VALUE_CATEGORIES), "thresholds": [0.3] * 20}
+    write_json(store / "thresholds.json", det)
+    params["datasets"].update(value_threshold="detector", value_thresholds_file=str(store / "thresholds.json"))
+    (store / "params.yaml").write_text(yaml.safe_dump(params))
+    out = datasets_flow(params_file=str(store / "params.yaml"))
     assert out["sizes"]["tvd"]["train"] > 0
     metrics = read_json(store / "metrics" / "datasets.json")
     assert metrics["extraction"]["op_replies_positive"] == 18
@@ -37,6 +44,7 @@ def test_flow_writes_metrics_and_logs_mlflow_dataset_inputs(prefect_api, mlflow_
     names = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert {"tvd-train", "rg_sft-validation", "rg_pairs-test"} <= names
     assert run.data.metrics["datasets.tvd.total"] == 18
+    assert read_json(ds.OUT_DIR / "stats.json")["value_thresholds"] == [0.3] * 20
 
 
 def test_extract_shard_task_is_cached_across_calls_and_keyed_on_content(prefect_api, store):
@@ -50,7 +58,7 @@ def test_extract_shard_task_is_cached_across_calls_and_keyed_on_content(prefect_
     @flow
     def twice(ann_sha: str):
         args = (str(shard), ds._file_digest(shard), str(ann))
-        rest = (cfg.model_dump(), 3, None, "v")
+        rest = (cfg.model_dump(), 3, None, None, "v")
         a = task(*args, ann_sha, *rest, return_state=True)
         b = task(*args, ann_sha, *rest, return_state=True)
         return a.name, b.name
