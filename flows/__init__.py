@@ -5,6 +5,7 @@ STAGE_FLOWS maps each dvc.yaml stage name to "module:function" (imported lazily 
 
 STAGE_FLOWS: dict[str, str] = {
     "sources": "flows.sources:sources_flow",
+    "datasets": "flows.datasets:datasets_flow",
     "crawl": "flows.crawl:crawl_flow",
     "train_value_detector": "flows.annotators:train_value_detector_flow",
     "train_emotion": "flows.annotators:train_emotion_flow",

@@ -100,6 +100,47 @@ class TrackingParams(StrictModel):
     experiment: str = "esvr"
 
 
+class DatasetsParams(StrictModel):
+    """`datasets`: TVD, RG SFT and RG preference pairs built from annotated threads (tasks/datasets.py)."""
+
+    # An OP reply o_{t+1} is *positive* by its emotion positivity p (annotate stage), against the previous OP turn o_t:
+    # threshold: p >= positivity_threshold; increase: p - p_prev >= positivity_min_increase;
+    # either / both: the OR / AND of the two.
+    positivity_rule: Literal["threshold", "increase", "either", "both"] = "either"
+    positivity_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    positivity_min_increase: float = Field(0.1, ge=-1.0, le=1.0)
+    # A comment *expresses* a value when its detector probability reaches this (rejected-comment filter):
+    # "detector" = the detector's own calibrated per-category thresholds (value_thresholds_file), or one number.
+    value_threshold: float | Literal["detector"] = 0.25
+    value_thresholds_file: str = "models/value_detector/thresholds.json"
+    max_rejected_per_example: int = Field(2, ge=1)  # rejected comments sampled per chosen reply
+    max_turn_chars: int = Field(0, ge=0)  # history turns are cut to this many chars (0 = whole); answers never are
+    min_chars: int = Field(2, ge=1)  # an utterance shorter than this after cleaning is unusable ("[removed]" -> "")
+    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+    dedup: bool = True  # drop repeated (prompt, answer) rows, keeping the first by id
+    # Length filter, in tokens of the tokenizer that trains on the data; keep max_length equal to training's.
+    tokenizer: str = "models/tokenizer"  # folder (relative to the project root); absent -> documented estimate
+    max_length: int = Field(512, ge=16)
+    min_answer_tokens: int = Field(8, ge=1)  # a prompt must leave at least this many tokens for the answer
+    chars_per_token: float = Field(4.0, gt=0.0)  # fallback estimate when the tokenizer folder is absent
+    limit_threads: int = Field(0, ge=0)  # 0 = all; >0 keeps the first N threads by id (shrinks e2e runs)
+    max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)  # utterances without usable annotations before failing
+
+    @field_validator("value_threshold")
+    @classmethod
+    def _threshold(cls, v: float | str) -> float | str:
+        if isinstance(v, (int, float)) and not 0.0 < v < 1.0:
+            raise ValueError(f"value_threshold must be in (0, 1) or 'detector', got {v}")
+        return v
+
+    @field_validator("splits")
+    @classmethod
+    def _splits(cls, v: dict[str, float]) -> dict[str, float]:
+        if "train" not in v:
+            raise ValueError("splits must include 'train'")
+        if any(f < 0 for f in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {v}")
+        return v
 class AnnotatorTrainParams(StrictModel):
     """`value_detector` / `emotion`: fine-tune an encoder + mean pooling + linear head (tasks/annotators.py)."""
 
@@ -154,6 +195,7 @@ class Params(StrictModel):
     seed: int = 1234
     tracking: TrackingParams
     sources: SourcesParams
+    datasets: DatasetsParams = DatasetsParams()
     crawl: CrawlParams = CrawlParams()
     value_detector: AnnotatorTrainParams | None = None
     emotion: AnnotatorTrainParams | None = None
