@@ -5,4 +5,8 @@ STAGE_FLOWS maps each dvc.yaml stage name to "module:function" (imported lazily 
 
 STAGE_FLOWS: dict[str, str] = {
     "sources": "flows.sources:sources_flow",
+    "base_model": "flows.base_model:base_model_flow",
+    "train_tvd": "flows.train:train_tvd_flow",
+    "train_rg_sft": "flows.train:train_rg_sft_flow",
+    "train_rg_dpo": "flows.train:train_rg_dpo_flow",
 }

@@ -118,6 +118,7 @@ class TrainerParams(StrictModel):
     save_total_limit: int = 2
     keep_checkpoints: bool = False  # drop the resume checkpoints once a run finished and its model is saved
     torch_threads: int = Field(2, ge=1)
+    mlflow_log: Literal["merged", "adapter"] = "merged"  # what a registered model version holds besides the tokenizer
 
 
 class SFTStageParams(StrictModel):

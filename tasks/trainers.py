@@ -49,7 +49,7 @@ class TrainResult:
     train_loss: float
     seconds: float
     resumed_from: str | None = None
-    first_step: int = 0  # global step of the first logged training step (> save_steps after a resume)
+    start_step: int = 0  # global step the run started from (the checkpoint's step after a resume, else 0)
     eval_metrics: dict[str, float] = field(default_factory=dict)
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -83,7 +83,7 @@ def fingerprint(records: list[dict[str, Any]], **settings: Any) -> str:
     """Identity of a run: the training records and every setting that changes the result."""
     body = {k: _dump(v) for k, v in settings.items()}
     if isinstance(body.get("trainer"), dict):
-        body["trainer"] = {k: v for k, v in body["trainer"].items() if k not in ("keep_checkpoints", "torch_threads")}
+        body["trainer"] = {k: v for k, v in body["trainer"].items() if k not in ("keep_checkpoints", "torch_threads", "mlflow_log")}
     return content_id({"data": content_id(records, 32), "settings": body}, 32)
 
 
@@ -97,6 +97,10 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
         if m and p.is_dir() and (p / "trainer_state.json").is_file():
             found.append((int(m.group(1)), p))
     return max(found)[1] if found else None
+
+
+def _step_of(ckpt: Path | None) -> int:
+    return int(_CKPT_RE.match(ckpt.name).group(1)) if ckpt else 0
 
 
 def prepare_checkpoints(ckpt_dir: Path, fp: str) -> Path | None:
@@ -176,12 +180,11 @@ def _finish(trainer: Any, tok: Any, out_dir: Path, ckpt_dir: Path, tcfg: Any, re
             out: Any, peft: bool, eval_metrics: dict[str, float]) -> TrainResult:
     adapter_dir = _save_outputs(trainer, tok, out_dir, peft)
     history = [dict(h) for h in trainer.state.log_history]
-    steps = [h["step"] for h in history if "loss" in h]
     if not tcfg.keep_checkpoints:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     res = TrainResult(model_dir=str(out_dir), adapter_dir=adapter_dir, global_step=int(trainer.state.global_step),
                       train_loss=float(out.training_loss), seconds=round(time.time() - t0, 2),
-                      resumed_from=str(resume) if resume else None, first_step=int(steps[0]) if steps else 0,
+                      resumed_from=str(resume) if resume else None, start_step=_step_of(resume),
                       eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, int | float)},
                       log_history=history)
     log.info("trained %s: %d steps, loss %.4f, %.1f s%s", out_dir, res.global_step, res.train_loss, res.seconds,
@@ -196,7 +199,7 @@ def _take(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------- trainings
 def sft(dataset: list[dict[str, Any]], base: str, tok: Any, scfg: Any, tcfg: Any, lcfg: Any | None, seed: int,
         out_dir: Path, ckpt_dir: Path, eval_dataset: list[dict[str, Any]] | None = None, dtype: str = "float32",
-        report_to: str = "auto", callbacks: list[Any] | None = None) -> TrainResult:
+        report_to: str = "auto", callbacks: list[Any] | None = None, on_trainer: Any = None) -> TrainResult:
     """Supervised fine-tuning on chat records (`messages`) with an assistant-only loss; LoRA when `lcfg` is given."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -217,6 +220,8 @@ def sft(dataset: list[dict[str, Any]], base: str, tok: Any, scfg: Any, tcfg: Any
     trainer = SFTTrainer(model=_load_model(base, dtype), args=args, train_dataset=Dataset.from_list(rows),
                          eval_dataset=Dataset.from_list(evals) if evals else None, processing_class=tok,
                          peft_config=lora_config(lcfg) if lcfg else None, callbacks=callbacks)
+    if on_trainer:  # tests inspect the trainer (trainable weights, ref_model) before it runs
+        on_trainer(trainer)
     out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     metrics = trainer.evaluate() if evals else {}
     return _finish(trainer, tok, out_dir, ckpt_dir, tcfg, resume, t0, out, lcfg is not None, metrics)
@@ -224,7 +229,7 @@ def sft(dataset: list[dict[str, Any]], base: str, tok: Any, scfg: Any, tcfg: Any
 
 def dpo(pairs: list[dict[str, Any]], init: str, tok: Any, scfg: Any, tcfg: Any, lcfg: Any, seed: int, out_dir: Path,
         ckpt_dir: Path, eval_pairs: list[dict[str, Any]] | None = None, dtype: str = "float32", report_to: str = "auto",
-        callbacks: list[Any] | None = None) -> TrainResult:
+        callbacks: list[Any] | None = None, on_trainer: Any = None) -> TrainResult:
     """DPO with a LoRA adapter on `init`; the reference is `init` with the adapter disabled (no second model)."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -246,6 +251,8 @@ def dpo(pairs: list[dict[str, Any]], init: str, tok: Any, scfg: Any, tcfg: Any, 
     trainer = DPOTrainer(model=_load_model(init, dtype), ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
                          eval_dataset=Dataset.from_list(evals) if evals else None, processing_class=tok,
                          peft_config=lora_config(lcfg), callbacks=callbacks)
+    if on_trainer:
+        on_trainer(trainer)
     out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     metrics = trainer.evaluate() if evals else {}
     res = _finish(trainer, tok, out_dir, ckpt_dir, tcfg, resume, t0, out, True, metrics)
