@@ -11,4 +11,8 @@ STAGE_FLOWS: dict[str, str] = {
     "train_emotion": "flows.annotators:train_emotion_flow",
     "annotate": "flows.annotate:annotate_flow",
     "esconv_analysis": "flows.esconv:esconv_analysis_flow",
+    "base_model": "flows.base_model:base_model_flow",
+    "train_tvd": "flows.train:train_tvd_flow",
+    "train_rg_sft": "flows.train:train_rg_sft_flow",
+    "train_rg_dpo": "flows.train:train_rg_dpo_flow",
 }

@@ -185,6 +185,121 @@ class EsconvAnalysisParams(StrictModel):
     high_final: list[int] = Field(default_factory=lambda: [1, 2])
     test: Literal["mannwhitney", "welch"] = "mannwhitney"
     limit: int = Field(0, ge=0)  # 0 = all conversations
+# --------------------------------------------------------------------------------------------------- training
+class TokenizerParams(StrictModel):
+    """`base_model.tokenizer`: the byte-level BPE trained on the crawled corpus (tiny profile only)."""
+
+    vocab_size: int = Field(4000, ge=300)
+    min_frequency: int = Field(2, ge=1)
+    max_texts: int = Field(20000, ge=0)  # 0 = every utterance
+    max_chars: int = Field(2000, ge=16)  # per utterance; long posts add little to a small vocabulary
+
+
+class TinyArchParams(StrictModel):
+    """`base_model.tiny`: the Llama built from a config, and its optional causal-LM pre-training on the corpus."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    max_position_embeddings: int = 512
+    pretrain_steps: int = Field(0, ge=0)
+    pretrain_learning_rate: float = 1.0e-3
+    pretrain_batch_size: int = 16
+    pretrain_max_length: int = 128
+
+
+class BaseModelParams(StrictModel):
+    """`base_model`: where every training stage starts (tiny: built here; hub: `name`)."""
+
+    source: Literal["tiny", "hub"] = "tiny"
+    name: str = "meta-llama/Meta-Llama-3-8B-Instruct"  # used when source = hub
+    chat_template: Literal["chatml", "llama3"] = "chatml"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    tokenizer: TokenizerParams = TokenizerParams()
+    tiny: TinyArchParams = TinyArchParams()
+
+
+class LoraParams(StrictModel):
+    """`train.lora`: the PEFT LoRA adapter every SFT/DPO run trains."""
+
+    r: int = Field(16, ge=1)
+    alpha: int = 32
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    modules_to_save: list[str] = Field(default_factory=list)
+
+
+class TrainerParams(StrictModel):
+    """`train.trainer`: TRL/HF trainer settings shared by every training stage (device, batch, checkpoints)."""
+
+    use_cpu: bool = True
+    bf16: bool = False
+    activation_checkpointing: bool = False
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    lr_scheduler_type: str = "linear"
+    warmup_steps: float = 0.0  # int = steps, float in [0, 1) = share of the run (transformers 5)
+    max_grad_norm: float = 1.0
+    logging_steps: int = 10
+    save_steps: int = 50
+    save_total_limit: int = 2
+    keep_checkpoints: bool = False  # drop the resume checkpoints once a run finished and its model is saved
+    torch_threads: int = Field(2, ge=1)
+    mlflow_log: Literal["merged", "adapter"] = "merged"  # what a registered model version holds besides the tokenizer
+
+
+class SFTStageParams(StrictModel):
+    """One SFT run (`train.tvd`, `train.rg_sft`)."""
+
+    learning_rate: float = 2.0e-4
+    max_steps: int = -1  # > 0 wins over epochs
+    num_train_epochs: float = 1.0
+    limit: int = Field(0, ge=0)  # train on the first N records (0 = all)
+    eval_limit: int = Field(0, ge=0)  # validation records for eval loss during training (0 = all)
+
+
+class DPOStageParams(StrictModel):
+    """`train.rg_dpo`: the DPO run on the RG pairs (reference = the SFT model, adapters disabled)."""
+
+    learning_rate: float = 5.0e-5
+    max_steps: int = -1
+    num_train_epochs: float = 1.0
+    beta: float = Field(0.1, gt=0.0)
+    loss_type: str = "sigmoid"
+    limit: int = Field(0, ge=0)
+    eval_limit: int = Field(0, ge=0)
+
+
+class GenEvalParams(StrictModel):
+    """Generation-based evaluation on the test split."""
+
+    limit: int = Field(200, ge=0)  # test records generated for (0 = all)
+    max_new_tokens: int = Field(48, ge=1)
+    batch_size: int = Field(16, ge=1)
+    max_malformed_share: float = Field(1.0, ge=0.0, le=1.0)  # fail the stage above this share of unparsable outputs
+
+
+class RGEvalParams(GenEvalParams):
+    """`train.rg_eval`: reference-generator evaluation, incl. the optional value-hit rate."""
+
+    value_detector: str = "models/value_detector"  # skipped (with the reason logged) when absent
+    pair_limit: int = Field(0, ge=0)  # held-out pairs scored (0 = all)
+
+
+class TrainParams(StrictModel):
+    """`train`: the TVD and reference-generator trainings (SFT, then DPO) and their evaluations."""
+
+    trainer: TrainerParams = TrainerParams()
+    lora: LoraParams = LoraParams()
+    tvd: SFTStageParams = SFTStageParams()
+    tvd_eval: GenEvalParams = GenEvalParams()
+    rg_sft: SFTStageParams = SFTStageParams()
+    rg_dpo: DPOStageParams = DPOStageParams()
+    rg_eval: RGEvalParams = RGEvalParams()
 
 
 # --------------------------------------------------------------------------------------------------- root
@@ -201,6 +316,8 @@ class Params(StrictModel):
     emotion: AnnotatorTrainParams | None = None
     annotate: AnnotateParams | None = None
     esconv_analysis: EsconvAnalysisParams | None = None
+    base_model: BaseModelParams = BaseModelParams()
+    train: TrainParams = TrainParams()
 
 
 # --------------------------------------------------------------------------------------------------- loading

@@ -1,0 +1,30 @@
+"""Flow of stage `base_model`: tokenizer + chat template (models/tokenizer/) and the base LM (models/base/)."""
+
+from __future__ import annotations
+
+import logging
+
+from prefect import flow
+
+from tasks import paths, tiny_lm
+from tasks.io import write_json
+from tasks.orchestration import stage_params
+from tasks.tracking import stage_run
+from tasks.trainers import bounded_params
+
+log = logging.getLogger(__name__)
+
+
+@flow(name="base_model", log_prints=False)
+def base_model_flow(params_file: str = "params.yaml") -> dict:
+    cfg = stage_params("base_model", paths.ROOT / params_file)
+    log.info("base_model: %s", cfg.base_model.model_dump())
+    params = bounded_params("", base_model=cfg.base_model, tokenizer=cfg.base_model.tokenizer, tiny=cfg.base_model.tiny)
+    with stage_run("base_model", cfg.profile, cfg.tracking.experiment, params=params):
+        import mlflow
+
+        report = tiny_lm.run(cfg.base_model, cfg.seed, cfg.train.trainer)
+        mlflow.log_metrics({f"base_model.{k}": float(v) for k, v in report.items()})
+        mlflow.log_artifact(str(paths.MODELS / "tokenizer" / tiny_lm.TEMPLATE_FILE), "tokenizer")
+        write_json(paths.METRICS / "base_model.json", report)
+    return report

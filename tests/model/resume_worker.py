@@ -1,0 +1,44 @@
+"""Subprocess body of the kill -9 resume test: one LoRA SFT run that checkpoints every 3 steps.
+
+`python -m tests.model.resume_worker WORKDIR [--slow]`; WORKDIR holds tok/, base/ and data.jsonl from the test.
+--slow sleeps after every step (a fault-injection delay so the test can kill the run mid-way).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import tasks  # noqa: F401 - offline env defaults
+from tasks import tiny_lm, trainers
+from tasks.config import LoraParams, SFTStageParams, TrainerParams
+from tasks.io import read_jsonl, write_json
+
+
+def main() -> None:
+    from transformers import TrainerCallback
+
+    work = Path(sys.argv[1])
+    slow = "--slow" in sys.argv
+    steps: list[int] = []
+
+    class Count(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+            steps.append(state.global_step)
+            if slow:
+                time.sleep(0.4)
+
+    tok = tiny_lm.load_tokenizer(work / "tok")
+    res = trainers.sft(list(read_jsonl(work / "data.jsonl")), str(work / "base"), tok,
+                       SFTStageParams(learning_rate=5.0e-3, max_steps=24), TrainerParams(save_steps=3, logging_steps=1,
+                       max_length=96, per_device_train_batch_size=4, keep_checkpoints=True, torch_threads=1),
+                       LoraParams(r=4, alpha=8), 7, work / "out", work / "ckpt", report_to="none", callbacks=[Count()])
+    write_json(work / "result.json", {**{k: v for k, v in res.to_dict().items() if k != "log_history"},
+                                      "steps_this_process": steps})
+    json.dumps(steps)
+
+
+if __name__ == "__main__":
+    main()

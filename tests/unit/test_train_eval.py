@@ -1,0 +1,58 @@
+"""TVD parsing/scoring and DPO preference metrics, against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tasks import train_eval as te
+
+
+def test_parse_values_well_formed_and_case_insensitive():
+    names, bad = te.parse_values("Values: hedonism; Face; Universalism: nature")
+    assert names == ["Hedonism", "Face", "Universalism: nature"] and not bad
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("Hedonism; Face; Stimulation", ["Hedonism", "Face", "Stimulation"]),  # prefix missing
+    ("Values: Hedonism; Hedonism; Face", ["Hedonism", "Face"]),  # duplicate
+    ("Values: Hedonism; Fun; Face", ["Hedonism", "Face"]),  # unknown name
+    ("Values: Hedonism; Face", ["Hedonism", "Face"]),  # only two
+    ("", []),
+])
+def test_parse_values_malformed_counted(text, expect):
+    names, bad = te.parse_values(text)
+    assert bad and names == expect
+
+
+def test_set_scores_hand_computed():
+    # example 1: 2 of 3 right; example 2: 0 of 3 right, gold has 2 -> tp=2 fp=4 fn=1+2=3
+    preds = [["Hedonism", "Face", "Stimulation"], ["Tradition", "Humility", "Achievement"]]
+    golds = [["Hedonism", "Face", "Power: dominance"], ["Stimulation", "Face"]]
+    s = te.set_scores(preds, golds)
+    assert s["precision"] == pytest.approx(2 / 6) and s["recall"] == pytest.approx(2 / 5)
+    assert s["f1"] == pytest.approx(2 * (2 / 6) * (2 / 5) / (2 / 6 + 2 / 5))
+
+
+def test_majority_prior_and_tvd_metrics():
+    train = [["Face", "Hedonism", "Tradition"], ["Face", "Hedonism", "Humility"], ["Face", "Stimulation", "Humility"]]
+    prior = te.majority_prior(train)
+    assert prior == ["Face", "Hedonism", "Humility"]  # by count, ties in taxonomy order
+    m = te.tvd_metrics(["Values: Face; Hedonism; Humility", "garbage"], [["Face", "Hedonism", "Humility"]] * 2, prior)
+    assert m["malformed"] == 1 and m["malformed_share"] == 0.5
+    assert m["baseline.f1"] == pytest.approx(1.0) and m["tvd.precision"] == pytest.approx(1.0)
+    assert m["tvd.recall"] == pytest.approx(0.5)
+
+
+def test_preference_metrics_reward_accuracy_and_margin():
+    m = te.preference_metrics([-1.0, -5.0], [-2.0, -4.0], [-1.5, -4.0], [-1.5, -4.0], beta=0.5)
+    assert m["pref_accuracy"] == 0.5 and m["logp_margin"] == pytest.approx(0.0)
+    # margins: 0.5*((-1+1.5)-(-2+1.5)) = 0.5 ; 0.5*((-5+4)-(-4+4)) = -0.5
+    assert m["reward_accuracy"] == 0.5 and m["reward_margin"] == pytest.approx(0.0)
+    assert "reward_accuracy" not in te.preference_metrics([-1.0], [-2.0])
+
+
+def test_value_hits():
+    assert te.value_hits([["Face"], []], [["Face", "Hedonism"], ["Face"]]) == 0.5
+    assert math.isnan(te.value_hits([], []))
