@@ -5,4 +5,6 @@ STAGE_FLOWS maps each dvc.yaml stage name to "module:function" (imported lazily 
 
 STAGE_FLOWS: dict[str, str] = {
     "sources": "flows.sources:sources_flow",
+    "personas": "flows.personas:personas_flow",
+    "simulate": "flows.simulate:simulate_flow",
 }

@@ -18,6 +18,7 @@ config_app = typer.Typer(help="Validate, show and switch the params profile.", n
 data_app = typer.Typer(help="Public datasets: stage them from the mirror or their origins.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
+app.add_typer(importlib.import_module("tasks.llm_cli").app)  # serve, simulate, personas (LLM layer)
 
 log = logging.getLogger("esvr")
 
