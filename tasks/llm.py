@@ -283,7 +283,8 @@ class LLM:
         msgs = list(messages)
         for attempt in range(self.max_reasks + 1):
             body: dict[str, Any] = {"messages": msgs, "temperature": role.temperature, "max_tokens": role.max_tokens,
-                                    "seed": None if seed is None else seed + attempt}
+                                    "seed": None if seed is None else seed + attempt,
+                                    "attempt": attempt}  # in the key: identical re-asks must not hit the cache
             if sent_schema is not None:
                 body["response_format"] = {"type": "json_schema",
                                            "json_schema": {"name": schema_name, "schema": sent_schema, "strict": True}}

@@ -33,6 +33,7 @@ class MockState:
     latency_s: float = 0.0
     fault_rate: float = 0.0
     timeout_sleep_s: float = 3.0
+    fault_kinds: tuple[str, ...] = FAULTS  # which faults to draw from
     seed: int = 0
     hits: int = 0
     faults: Counter = field(default_factory=Counter)
@@ -97,7 +98,7 @@ def create_app(state: MockState) -> Any:
         with state.lock:
             state.hits += 1
             state.hits_by_tag[body.get("user") or ""] += 1
-            fault = state.rng.choice(FAULTS) if state.rng.random() < state.fault_rate else None
+            fault = state.rng.choice(state.fault_kinds) if state.rng.random() < state.fault_rate else None
             if fault:
                 state.faults[fault] += 1
         if state.latency_s:
