@@ -164,6 +164,21 @@ def cap_strings(schema: dict[str, Any], max_chars: int | None) -> dict[str, Any]
     return s
 
 
+_VALIDATORS: dict[str, Any] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    """A checked, compiled validator per schema (jsonschema.validate re-checks the schema on every call)."""
+    import jsonschema
+
+    key = content_id(schema, 32)
+    if key not in _VALIDATORS:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _VALIDATORS[key] = cls(schema)
+    return _VALIDATORS[key]
+
+
 def validate_json(text: str, schema: dict[str, Any]) -> dict[str, Any]:
     """Parse and validate an answer; ValueError says what is wrong (that text goes back in a re-ask)."""
     import jsonschema
@@ -173,7 +188,7 @@ def validate_json(text: str, schema: dict[str, Any]) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ValueError(f"not valid JSON ({e.msg} at char {e.pos})") from None
     try:
-        jsonschema.validate(obj, schema)
+        _validator(schema).validate(obj)
     except jsonschema.ValidationError as e:
         path = "/".join(str(p) for p in e.absolute_path) or "<root>"
         raise ValueError(f"JSON does not match the schema at {path}: {e.message}") from None
@@ -187,6 +202,9 @@ class LLM:
     def __init__(self, roles: dict[str, Role], cache_path: str | Path, *, max_concurrency: int = 8,
                  timeout_s: float = 60.0, max_retries: int = 5, max_reasks: int = 3, budget_usd: float = 1.0,
                  max_string_chars: int | None = None):
+        import jsonschema  # noqa: F401 - imported here, not on the first answer inside the event loop (~3 s)
+        import openai  # noqa: F401
+
         self.roles = roles
         self.cache = ResponseCache(cache_path)
         self.ledger = Ledger()
@@ -224,6 +242,7 @@ class LLM:
     async def _complete(self, role: Role, body: dict[str, Any], tag: str | None) -> dict[str, Any]:
         """One completion, from the cache or the server (then cached). Returns {content, usage, cached}."""
         import openai
+        from openai.types.chat import ChatCompletion
 
         led = self.ledger.roles[role.name]
         key = self.request_key(role, body)
@@ -235,18 +254,20 @@ class LLM:
             raise BudgetExceeded(f"spent ${self.ledger.cost_usd:.4f} >= llm.budget_usd ${self.budget_usd}; "
                                  "raise the budget in params.yaml and re-run: paid answers are cached")
         client = self._client(role)
-        extra: dict[str, Any] = {}
-        if "structured_outputs" in body:
-            extra["extra_body"] = {"structured_outputs": body["structured_outputs"]}
+        payload: dict[str, Any] = {"model": role.model, "messages": body["messages"],
+                                   "temperature": body["temperature"], "max_tokens": body["max_tokens"]}
+        for k in ("seed", "response_format", "structured_outputs"):  # structured_outputs: vLLM's extension
+            if body.get(k) is not None:
+                payload[k] = body[k]
+        if tag:
+            payload["user"] = tag
         async with self._sem:
             counter = [0]
             _ATTEMPTS.set(counter)
             try:
-                resp = await client.chat.completions.create(
-                    model=role.model, messages=body["messages"], temperature=body["temperature"],
-                    max_tokens=body["max_tokens"], seed=body.get("seed"),
-                    user=tag or openai.NOT_GIVEN,
-                    response_format=body.get("response_format") or openai.NOT_GIVEN, **extra)
+                # client.post (the openai package's documented escape hatch) keeps its retries and errors but skips
+                # the typed-params transform of chat.completions.create, ~5 ms of CPU per call at 32 in flight
+                resp = await client.post("/chat/completions", cast_to=ChatCompletion, body=payload)
             except (openai.APIError, openai.APIConnectionError, openai.APITimeoutError) as e:
                 n = counter[0]
                 led.http_attempts += n
@@ -293,7 +314,9 @@ class LLM:
             out = await self._complete(role, body, tag)
             text = out["content"]
             try:
-                value: Any = validate_json(text, sent_schema) if sent_schema is not None else text.strip()
+                # validated against the caller's schema: the string cap only helps decoding stop (lm-format-enforcer
+                # may overshoot maxLength by a token), it is not part of the answer's contract
+                value: Any = validate_json(text, schema) if schema is not None else text.strip()
                 if check is not None:
                     value = check(value)
                 led.calls += 1

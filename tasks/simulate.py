@@ -200,7 +200,7 @@ async def simulate_all(llm: LLM, personas: list[dict[str, Any]], sim_cfg: dict[s
                 log.warning("dialogue %s (persona %s) failed: %s", did, p["id"], e)
                 failed.append(did)
                 return
-            progress.add(to_record(did, p, sim))
+            await asyncio.to_thread(progress.add, to_record(did, p, sim))  # fsync off the event loop
             n = len(progress.done)
             log.info("dialogue %s done (%d/%d, %.1f s)", did, n, len(personas), time.monotonic() - t0)
 
