@@ -208,6 +208,8 @@ class LLM:
         self.roles = roles
         self.cache = ResponseCache(cache_path)
         self.ledger = Ledger()
+        for r in roles:  # every role appears in the metrics, with zeros when nothing was asked
+            self.ledger.roles[r] = RoleLedger()
         self.max_reasks = max_reasks
         self.budget_usd = budget_usd
         self.max_string_chars = max_string_chars
