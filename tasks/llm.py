@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # Bump when the request layout or the cached payload changes (old entries then miss instead of being misread).
 CACHE_VERSION = "llm-cache-v1"
 
+#: Re-asks sample at least this hot (a greedy model would repeat its invalid answer).
+REASK_MIN_TEMPERATURE = 0.7
+
 #: `base_url: local` in params means "the server this stage starts itself on 127.0.0.1".
 LOCAL = "local"
 
@@ -305,7 +308,9 @@ class LLM:
         sent_schema = cap_strings(schema, self.max_string_chars) if schema else None
         msgs = list(messages)
         for attempt in range(self.max_reasks + 1):
-            body: dict[str, Any] = {"messages": msgs, "temperature": role.temperature, "max_tokens": role.max_tokens,
+            # a greedy model repeats its invalid answer verbatim: re-asks sample instead
+            temperature = role.temperature if attempt == 0 else max(role.temperature, REASK_MIN_TEMPERATURE)
+            body: dict[str, Any] = {"messages": msgs, "temperature": temperature, "max_tokens": role.max_tokens,
                                     "seed": None if seed is None else seed + attempt,
                                     "attempt": attempt}  # in the key: identical re-asks must not hit the cache
             if sent_schema is not None:
@@ -388,6 +393,8 @@ def local_server(models: dict[str, str], timeout_s: float = 180.0, log_file: Pat
     cmd = [sys.executable, "-m", "tasks.cli", "serve", "--port", str(port)]
     for name, path in models.items():
         cmd += ["--model", f"{name}={path}"]
+    if log_file:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -158,6 +158,7 @@ def generate(lm: LoadedModel, body: dict[str, Any]) -> tuple[str, int, int, str]
                                            return_dict=True)["input_ids"]
     max_pos = getattr(lm.model.config, "max_position_embeddings", 2048)
     max_new = int(body.get("max_tokens") or body.get("max_completion_tokens") or 256)
+    max_new = max(1, min(max_new, max_pos - 64))  # a tiny model's window (512) keeps >= 64 prompt tokens
     if ids.shape[1] + max_new > max_pos:  # keep the newest context: the end of a dialogue matters most
         ids = ids[:, -(max_pos - max_new):]
     temperature = float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0)
