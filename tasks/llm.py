@@ -396,7 +396,11 @@ def local_server(models: dict[str, str], timeout_s: float = 180.0, log_file: Pat
     if log_file:
         log_file.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    from tasks import paths
+
+    # this checkout's code, whatever the venv's editable install points at
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=paths.ROOT, env=env)
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health", timeout_s, proc)
         log.info("local model server on port %d serving %s (pid %d)", port, sorted(models), proc.pid)
