@@ -15,4 +15,6 @@ STAGE_FLOWS: dict[str, str] = {
     "train_tvd": "flows.train:train_tvd_flow",
     "train_rg_sft": "flows.train:train_rg_sft_flow",
     "train_rg_dpo": "flows.train:train_rg_dpo_flow",
+    "personas": "flows.personas:personas_flow",
+    "simulate": "flows.simulate:simulate_flow",
 }

@@ -25,6 +25,7 @@ from tasks.annotators_cli import analyze_app, emotions_app, values_app  # noqa: 
 app.add_typer(values_app, name="values")
 app.add_typer(emotions_app, name="emotions")
 app.add_typer(analyze_app, name="analyze")
+app.add_typer(importlib.import_module("tasks.llm_cli").app)  # serve, simulate, personas (LLM layer)
 
 log = logging.getLogger("esvr")
 

@@ -300,6 +300,64 @@ class TrainParams(StrictModel):
     rg_sft: SFTStageParams = SFTStageParams()
     rg_dpo: DPOStageParams = DPOStageParams()
     rg_eval: RGEvalParams = RGEvalParams()
+class LLMRoleParams(StrictModel):
+    """One LLM role: an OpenAI-compatible endpoint, a model and its sampling; the key is named, never stored."""
+
+    base_url: str  # "local": the server the stage starts itself (llm.local_models); else e.g. https://api.openai.com/v1
+    model: str  # with base_url "local": a key of llm.local_models; else the endpoint's model name
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(256, gt=0)
+    api_key_env: str | None = None  # NAME of the env var holding the key (e.g. OPENAI_API_KEY); null: no key
+    price_prompt_per_mtok: float = Field(0.0, ge=0.0)  # USD per 1M prompt tokens (ledger + budget)
+    price_completion_per_mtok: float = Field(0.0, ge=0.0)  # USD per 1M completion tokens
+
+
+LLM_ROLES = ("persona_writer", "seeker", "supporter_teacher", "judge", "tvd", "rg")
+
+
+class LLMParams(StrictModel):
+    """`llm`: every role's endpoint plus the shared client policy (concurrency, retries, cache, budget)."""
+
+    roles: dict[str, LLMRoleParams]
+    local_models: dict[str, str] = {}  # name -> model dir, served by the stage on 127.0.0.1 (random port)
+    serve_startup_timeout_s: float = Field(180.0, gt=0)
+    max_concurrency: int = Field(8, ge=1)  # requests in flight across all roles
+    timeout_s: float = Field(60.0, gt=0)  # per HTTP attempt
+    max_retries: int = Field(5, ge=0)  # the openai client's own retries (429/5xx/timeouts)
+    max_reasks: int = Field(3, ge=0)  # re-asks of answers that fail their schema
+    budget_usd: float = Field(5.0, ge=0.0)  # stop cleanly once the run has spent this much
+    cache_dir: str = ".cache/llm"  # response cache (outside DVC outs, so a re-run or resume pays nothing)
+    max_string_chars: int | None = Field(None, gt=0)  # caps schema strings (tiny random models must stop)
+
+    @field_validator("roles")
+    @classmethod
+    def _all_roles(cls, v: dict[str, LLMRoleParams]) -> dict[str, LLMRoleParams]:
+        missing = [r for r in LLM_ROLES if r not in v]
+        unknown = [r for r in v if r not in LLM_ROLES]
+        if missing or unknown:
+            raise ValueError(f"llm.roles must define exactly {list(LLM_ROLES)}; missing {missing}, unknown {unknown}")
+        return v
+
+
+class PersonasParams(StrictModel):
+    """`personas`: seeker personas written by the persona_writer from ESConv situations and ESC-Eval role cards."""
+
+    count: int = Field(gt=0)  # personas kept after de-duplication (paper: 2036)
+    oversample: float = Field(1.3, ge=1.0)  # seeds drawn per wanted persona (near-duplicates get dropped)
+    esconv_fraction: float = Field(0.7, ge=0.0, le=1.0)  # share of seeds from ESConv situations (rest: role cards)
+    dedup_threshold: float = Field(0.92, gt=0.0, le=1.0)  # MiniLM cosine at or above which a persona is a duplicate
+    eval_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # personas held out for evaluation (never simulated)
+    max_failed_fraction: float = Field(0.2, ge=0.0, le=1.0)  # seeds whose writer call fails, before the stage fails
+
+
+class SimulateParams(StrictModel):
+    """`simulate`: seeker x supporter-teacher dialogues over the train personas."""
+
+    personas: int | None = Field(None, gt=0)  # simulate this many train personas (null: all)
+    min_turns: int = Field(2, ge=1)  # supporter turns before the seeker may end the conversation
+    max_turns: int = Field(8, ge=1)  # supporter turns at most
+    validation_fraction: float = Field(0.15, ge=0.0, lt=1.0)  # dialogues (by persona) in the validation split
+    max_failed_fraction: float = Field(0.2, ge=0.0, le=1.0)  # dialogues lost to LLM errors, before the stage fails
 
 
 # --------------------------------------------------------------------------------------------------- root
@@ -318,6 +376,9 @@ class Params(StrictModel):
     esconv_analysis: EsconvAnalysisParams | None = None
     base_model: BaseModelParams = BaseModelParams()
     train: TrainParams = TrainParams()
+    llm: LLMParams
+    personas: PersonasParams
+    simulate: SimulateParams
 
 
 # --------------------------------------------------------------------------------------------------- loading

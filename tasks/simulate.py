@@ -1,0 +1,250 @@
+"""Stage `simulate`: seeker-simulator x supporter-teacher dialogues over the train personas.
+
+Each supporter turn: TVD -> target values, RG -> reference response (both served models, through the same
+OpenAI-compatible client), then the teacher's 4 reasoning steps as one structured answer (issue and state; key
+content of the reference; adopt it Yes/No + why; strategy + response) plus two alternative responses (with and
+without the reference), so the student sees both adoption choices. The seeker reveals its problem gradually,
+reports its emotion intensity (1-5) every turn and may end the conversation after `min_turns` supporter turns.
+
+Pure core: `simulate_dialogue` (talks to an `LLM`, no file I/O), `to_record`, `split_by_persona`.
+I/O shell: `run` (progress file, resume, outputs, report). The Prefect flow is flows/simulate.py.
+
+Resume: finished dialogues are appended (fsync) to a progress file under the cache dir and skipped on restart;
+the calls of unfinished ones replay from the response cache. Either way nothing already paid is requested again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tasks import prompts
+from tasks.hashing import content_id
+from tasks.io import read_jsonl, write_jsonl
+from tasks.llm import LLM, BudgetExceeded, LLMError, stable_seed
+from tasks.sim_prompts import (
+    SEEKER_SCHEMA,
+    SIM_PROMPT_VERSION,
+    SUPPORTER_SYSTEM,
+    TEACHER_SCHEMA,
+    seeker_messages,
+    teacher_messages,
+    tvd_regex,
+)
+
+log = logging.getLogger(__name__)
+
+# Bump when the dialogue logic changes in a way the prompts' version does not show (it is part of dialogue ids).
+CACHE_VERSION = "simulate-v1"
+ROLES = ["seeker", "supporter_teacher", "tvd", "rg"]
+
+
+# ------------------------------------------------------------------------------------------ checks (re-ask on error)
+def check_tvd(text: str) -> list[str]:
+    values = prompts.parse_tvd_answer(text)
+    if not values or len(values) < prompts.TVD_K:
+        raise ValueError(f"need '{prompts.TVD_PREFIX} A; B; C' with {prompts.TVD_K} distinct value categories")
+    return values
+
+
+def check_reference(text: str) -> str:
+    if not text.strip():
+        raise ValueError("empty reference response")
+    return text.strip()
+
+
+def check_nonempty(fields: tuple[str, ...]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def check(obj: dict[str, Any]) -> dict[str, Any]:
+        empty = [f for f in fields if not str(obj[f]).strip()]
+        if empty:
+            raise ValueError(f"fields {empty} are empty")
+        return obj
+
+    return check
+
+
+# ------------------------------------------------------------------------------------------ core
+def dialogue_id(persona: dict[str, Any], sim: dict[str, Any]) -> str:
+    return content_id({"v": CACHE_VERSION, "prompts": [SIM_PROMPT_VERSION, prompts.PROMPT_VERSION],
+                       "persona": persona["id"], "min_turns": sim["min_turns"], "max_turns": sim["max_turns"]})
+
+
+async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, max_turns: int,
+                            did: str) -> dict[str, Any]:
+    """One dialogue: seeker opens; each supporter turn = TVD, RG, teacher; then the seeker answers."""
+    history: list[tuple[str, str]] = []
+    seeker_states: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+
+    async def seeker(k: int) -> dict[str, Any]:
+        s = await llm.ask("seeker", seeker_messages(persona, history), schema=SEEKER_SCHEMA, schema_name="seeker_turn",
+                          check=check_nonempty(("utterance",)), seed=stable_seed(did, "seeker", k), tag=did)
+        seeker_states.append(s)
+        history.append(("seeker", s["utterance"].strip()))
+        return s
+
+    s = await seeker(0)
+    ended_by = "max_turns"
+    for k in range(1, max_turns + 1):
+        values = await llm.ask("tvd", prompts.tvd_messages(history), regex=tvd_regex(), check=check_tvd,
+                               seed=stable_seed(did, "tvd", k), tag=did)
+        reference = await llm.ask("rg", prompts.rg_prompt(history, values), check=check_reference,
+                                  seed=stable_seed(did, "rg", k), tag=did)
+        t = await llm.ask("supporter_teacher", teacher_messages(history, values, reference), schema=TEACHER_SCHEMA,
+                          schema_name="supporter_turn", seed=stable_seed(did, "teacher", k), tag=did,
+                          check=check_nonempty(("response", "alt_response_with_reference",
+                                                "alt_response_without_reference")))
+        turns.append({"turn": k, "target_values": values, "reference": reference,
+                      "seeker_intensity_before": s["emotion_intensity"], **t})
+        history.append(("supporter", t["response"].strip()))
+        s = await seeker(k)
+        if s["end_conversation"] and k >= min_turns:
+            ended_by = "seeker"
+            break
+    return {"history": history, "seeker_states": seeker_states, "turns": turns, "ended_by": ended_by}
+
+
+def to_record(did: str, persona: dict[str, Any], sim: dict[str, Any]) -> dict[str, Any]:
+    """SFT-ready record: `messages` (system, user=seeker, assistant=supporter, ending on the supporter), every
+    reasoning field per supporter turn, and per-dialogue metadata."""
+    history = sim["history"]
+    # The seeker's last message answers the final supporter turn; it is kept in meta, not as a dangling user turn.
+    convo = history[:-1] if history and history[-1][0] == "seeker" and len(history) > 1 else history
+    messages = [{"role": "system", "content": SUPPORTER_SYSTEM}] + [
+        {"role": "user" if r == "seeker" else "assistant", "content": t} for r, t in convo]
+    adoption = [t["adopt_reference"] for t in sim["turns"]]
+    trace = [int(s["emotion_intensity"]) for s in sim["seeker_states"]]
+    return {
+        "id": did, "persona_id": persona["id"], "messages": messages, "turns": sim["turns"],
+        "meta": {
+            "persona_id": persona["id"], "problem_type": persona["problem_type"],
+            "emotion_type": persona["emotion_type"], "initial_intensity": persona["initial_intensity"],
+            "intensity_trace": trace, "final_intensity": trace[-1] if trace else None,
+            "final_seeker_utterance": history[-1][1] if history and history[-1][0] == "seeker" else None,
+            "target_values": [t["target_values"] for t in sim["turns"]], "adoption": adoption,
+            "adoption_rate": (adoption.count("Yes") / len(adoption)) if adoption else 0.0,
+            "strategies": [t["strategy"] for t in sim["turns"]], "n_supporter_turns": len(sim["turns"]),
+            "ended_by": sim["ended_by"], "prompt_versions": [SIM_PROMPT_VERSION, prompts.PROMPT_VERSION],
+        },
+    }
+
+
+def split_by_persona(records: list[dict[str, Any]], validation_fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic split by persona (hash order): a persona's dialogues all land on one side."""
+    pids = sorted({r["persona_id"] for r in records}, key=lambda p: content_id([seed, p]))
+    n_val = round(len(pids) * validation_fraction)
+    if validation_fraction > 0 and n_val == 0 and len(pids) >= 2:
+        n_val = 1
+    val = set(pids[:n_val])
+    return [r for r in records if r["persona_id"] not in val], [r for r in records if r["persona_id"] in val]
+
+
+# ------------------------------------------------------------------------------------------ I/O shell
+class Progress:
+    """Append-only JSONL of finished dialogues (one fsync'd line each): survives kill -9, read back on resume."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            with open(path, "rb") as f:
+                for line in f:
+                    try:
+                        r = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        continue  # a line cut by a kill: that dialogue is simply redone (from the cache)
+                    self.done[r["id"]] = r
+        self._f = open(path, "ab")  # noqa: SIM115 - closed by close()
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self._f.write(orjson.dumps(rec) + b"\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.done[rec["id"]] = rec
+
+    def close(self) -> None:
+        self._f.close()
+
+
+async def simulate_all(llm: LLM, personas: list[dict[str, Any]], sim_cfg: dict[str, Any], progress: Progress,
+                       concurrency: int) -> dict[str, Any]:
+    """Run every persona's dialogue (bounded concurrency); finished ones go to `progress`. Returns counters."""
+    sem = asyncio.Semaphore(concurrency)
+    failed: list[str] = []
+    stopped = {"budget": False}
+    todo = [(dialogue_id(p, sim_cfg), p) for p in personas]
+    todo = [(d, p) for d, p in todo if d not in progress.done]
+    log.info("simulate: %d dialogues to run, %d already finished", len(todo), len(personas) - len(todo))
+    t0 = time.monotonic()
+
+    async def one(did: str, p: dict[str, Any]) -> None:
+        async with sem:
+            if stopped["budget"]:
+                return
+            try:
+                sim = await simulate_dialogue(llm, p, sim_cfg["min_turns"], sim_cfg["max_turns"], did)
+            except BudgetExceeded as e:
+                if not stopped["budget"]:
+                    log.warning("budget reached: %s", e)
+                stopped["budget"] = True
+                return
+            except LLMError as e:
+                log.warning("dialogue %s (persona %s) failed: %s", did, p["id"], e)
+                failed.append(did)
+                return
+            await asyncio.to_thread(progress.add, to_record(did, p, sim))  # fsync off the event loop
+            n = len(progress.done)
+            log.info("dialogue %s done (%d/%d, %.1f s)", did, n, len(personas), time.monotonic() - t0)
+
+    await asyncio.gather(*(one(d, p) for d, p in todo))
+    await llm.aclose()
+    return {"failed": len(failed), "stopped_by_budget": stopped["budget"], "wall_s": time.monotonic() - t0}
+
+
+def summarise(train: list[dict[str, Any]], val: list[dict[str, Any]]) -> dict[str, float]:
+    allr = train + val
+    adoption = [a for r in allr for a in r["meta"]["adoption"]]
+    turns = [r["meta"]["n_supporter_turns"] for r in allr]
+    drops = [r["meta"]["intensity_trace"][0] - r["meta"]["intensity_trace"][-1] for r in allr
+             if r["meta"]["intensity_trace"]]
+    return {"dialogues": len(allr), "train_dialogues": len(train), "validation_dialogues": len(val),
+            "supporter_turns": sum(turns), "mean_supporter_turns": sum(turns) / len(turns) if turns else 0.0,
+            "adoption_rate": adoption.count("Yes") / len(adoption) if adoption else 0.0,
+            "mean_intensity_drop": sum(drops) / len(drops) if drops else 0.0,
+            "ended_by_seeker": sum(r["meta"]["ended_by"] == "seeker" for r in allr)}
+
+
+def run(llm: LLM, personas_path: Path, out_dir: Path, sim_cfg: dict[str, Any], seed: int,
+        progress_dir: Path, concurrency: int) -> dict[str, Any]:
+    """Simulate, resume-safe; write out_dir/{train,validation}.jsonl atomically; return the report."""
+    personas = list(read_jsonl(personas_path))
+    if not personas:
+        raise ValueError(f"{personas_path}: no personas (run the personas stage first: `dvc repro personas`)")
+    if sim_cfg.get("personas"):
+        personas = sorted(personas, key=lambda p: p["id"])[: sim_cfg["personas"]]
+    run_key = content_id({"v": CACHE_VERSION, "personas": sorted(p["id"] for p in personas),
+                          "min": sim_cfg["min_turns"], "max": sim_cfg["max_turns"],
+                          "roles": {r: [x.model, x.fingerprint, x.temperature, x.max_tokens]
+                                    for r, x in sorted(llm.roles.items())}})
+    progress = Progress(progress_dir / f"{run_key}.jsonl")
+    try:
+        counters = asyncio.run(simulate_all(llm, personas, sim_cfg, progress, concurrency))
+    finally:
+        progress.close()
+    wanted = {dialogue_id(p, sim_cfg) for p in personas}
+    records = sorted((r for d, r in progress.done.items() if d in wanted), key=lambda r: r["id"])
+    train, val = split_by_persona(records, sim_cfg["validation_fraction"], seed)
+    write_jsonl(out_dir / "train.jsonl", train)
+    write_jsonl(out_dir / "validation.jsonl", val)
+    report: dict[str, Any] = {"personas": len(personas), **summarise(train, val), **counters,
+                              "progress_file": str(progress.path)}
+    report["failed_fraction"] = counters["failed"] / max(1, len(personas))
+    return report
