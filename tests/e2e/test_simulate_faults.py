@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tasks import paths, simulate
@@ -71,6 +72,7 @@ def _simulate_cmd(params: Path, personas: Path, out: Path) -> list[str]:
             "--persona-file", str(personas), "--params", str(params)]
 
 
+@pytest.mark.slow
 def test_kill9_then_resume_rerequests_nothing_finished(tmp_path):
     write_jsonl(tmp_path / "personas.jsonl", _personas(6))
     env = {**os.environ, "ESVR_MLRUNS": str(tmp_path / "mlruns"), "PYTHONPATH": str(paths.ROOT)}
