@@ -45,6 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--latency", type=float, default=0.3)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--also", type=int, nargs="*", default=[8, 16], help="Further concurrencies to report.")
     ap.add_argument("--turns", type=int, default=2)
     ap.add_argument("--serial-dialogues", type=int, default=3)
     a = ap.parse_args()
@@ -60,6 +61,7 @@ def main() -> None:
             measure(url, 2, 2, 1, Path(work))  # warm-up: imports, first connections (not timed)
             base = measure(url, a.serial_dialogues, 1, a.turns, Path(work))
             par = measure(url, a.concurrency, a.concurrency, a.turns, Path(work))
+            others = [measure(url, c, c, a.turns, Path(work)) for c in a.also]
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -70,11 +72,16 @@ def main() -> None:
            "ideal_serial_dialogues_per_min": round(60 / (calls_per_dialogue * a.latency), 2),
            "baseline": base, "concurrent": par, "speedup": round(speedup, 2), "ideal_speedup": ideal,
            "efficiency": round(speedup / ideal, 3), "target_efficiency": 0.8,
-           "meets_target": speedup >= 0.8 * ideal}
+           "meets_target": speedup >= 0.8 * ideal,
+           "scaling": [{"concurrency": o["concurrency"], "speedup": round(o["dialogues_per_min"] /
+                        base["dialogues_per_min"], 2), "efficiency": round(o["dialogues_per_min"] /
+                        base["dialogues_per_min"] / o["concurrency"], 3)} for o in others]}
     print(json.dumps(out, indent=2))
     print(f"\n| concurrency | dialogues | wall s | dialogues/min |\n|---|---|---|---|\n"
           f"| 1 | {base['dialogues']} | {base['wall_s']} | {base['dialogues_per_min']} |\n"
-          f"| {a.concurrency} | {par['dialogues']} | {par['wall_s']} | {par['dialogues_per_min']} |\n\n"
+          + "".join(f"| {o['concurrency']} | {o['dialogues']} | {o['wall_s']} | {o['dialogues_per_min']} |\n"
+                    for o in others)
+          + f"| {a.concurrency} | {par['dialogues']} | {par['wall_s']} | {par['dialogues_per_min']} |\n\n"
           f"speed-up {speedup:.2f}x of ideal {ideal}x (efficiency {speedup / ideal:.2f}; target 0.8)")
 
 

@@ -247,7 +247,6 @@ class LLM:
     async def _complete(self, role: Role, body: dict[str, Any], tag: str | None) -> dict[str, Any]:
         """One completion, from the cache or the server (then cached). Returns {content, usage, cached}."""
         import openai
-        from openai.types.chat import ChatCompletion
 
         led = self.ledger.roles[role.name]
         key = self.request_key(role, body)
@@ -270,9 +269,10 @@ class LLM:
             counter = [0]
             _ATTEMPTS.set(counter)
             try:
-                # client.post (the openai package's documented escape hatch) keeps its retries and errors but skips
-                # the typed-params transform of chat.completions.create, ~5 ms of CPU per call at 32 in flight
-                resp = await client.post("/chat/completions", cast_to=ChatCompletion, body=payload)
+                # client.post (the openai package's documented escape hatch for raw requests) keeps its retries and
+                # errors but skips chat.completions.create's typed-params transform and response models: ~5 ms of
+                # CPU per call, which at 32 in flight is what limits throughput on a small machine
+                resp = await client.post("/chat/completions", cast_to=object, body=payload)  # plain JSON dict
             except (openai.APIError, openai.APIConnectionError, openai.APITimeoutError) as e:
                 n = counter[0]
                 led.http_attempts += n
@@ -283,14 +283,20 @@ class LLM:
         led.http_attempts += n
         led.retries += max(0, n - 1)
         led.requests += 1
-        usage = {"prompt_tokens": resp.usage.prompt_tokens if resp.usage else 0,
-                 "completion_tokens": resp.usage.completion_tokens if resp.usage else 0}
+        try:
+            choice = resp["choices"][0]
+            u = resp.get("usage") or {}
+            usage = {"prompt_tokens": int(u.get("prompt_tokens") or 0),
+                     "completion_tokens": int(u.get("completion_tokens") or 0)}
+            out = {"content": choice["message"].get("content") or "", "usage": usage,
+                   "finish_reason": choice.get("finish_reason")}
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            led.failures += 1
+            raise LLMError(f"role {role.name}: malformed completion from {role.base_url}: {str(resp)[:200]}") from e
         led.prompt_tokens += usage["prompt_tokens"]
         led.completion_tokens += usage["completion_tokens"]
         led.cost_usd += (usage["prompt_tokens"] * role.price_prompt_per_mtok
                          + usage["completion_tokens"] * role.price_completion_per_mtok) / 1e6
-        out = {"content": resp.choices[0].message.content or "", "usage": usage,
-               "finish_reason": resp.choices[0].finish_reason}
         self.cache.put(key, out)
         return {**out, "cached": False}
 

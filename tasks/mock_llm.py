@@ -163,8 +163,17 @@ class MockServer:
         self._thread.join(timeout=10)
 
 
+def app_from_env() -> Any:
+    """App factory for multi-worker runs (each worker process builds its own state from env)."""
+    import os
+
+    return create_app(MockState(latency_s=float(os.environ.get("ESVR_MOCK_LATENCY", "0")),
+                                fault_rate=float(os.environ.get("ESVR_MOCK_FAULT_RATE", "0"))))
+
+
 def main() -> None:  # pragma: no cover - used by the benchmark as a subprocess
     import argparse
+    import os
 
     import uvicorn
 
@@ -172,8 +181,10 @@ def main() -> None:  # pragma: no cover - used by the benchmark as a subprocess
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--fault-rate", type=float, default=0.0)
+    ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
-    uvicorn.run(create_app(MockState(latency_s=a.latency, fault_rate=a.fault_rate)), host="127.0.0.1", port=a.port,
+    os.environ["ESVR_MOCK_LATENCY"], os.environ["ESVR_MOCK_FAULT_RATE"] = str(a.latency), str(a.fault_rate)
+    uvicorn.run("tasks.mock_llm:app_from_env", factory=True, host="127.0.0.1", port=a.port, workers=a.workers,
                 log_level="error", timeout_keep_alive=30)
 
 

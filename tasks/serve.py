@@ -127,10 +127,16 @@ def resolve_model_uri(uri: str) -> str:
         from tasks import tracking
 
         tracking.setup()
-        return mlflow.artifacts.download_artifacts(artifact_uri=uri)
-    p = Path(uri).expanduser().resolve()
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{p}: not a HF model folder (no config.json); train it first (`dvc repro train`)")
+        p = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        if not (p / "config.json").is_file():  # a model logged under a sub-folder: take the shallowest HF folder
+            found = sorted(p.rglob("config.json"), key=lambda f: len(f.parts))
+            if found:
+                p = found[0].parent
+    else:
+        p = Path(uri).expanduser().resolve()
+    if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{p}: not a HF model or adapter folder (no config.json / adapter_config.json); "
+                                "train it first (`dvc repro`)")
     return str(p)
 
 
@@ -141,7 +147,12 @@ def load_model(name: str, uri: str, threads: int = 2) -> LoadedModel:
     torch.set_num_threads(threads)
     path = resolve_model_uri(uri)
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if not (Path(path) / "config.json").is_file():  # a LoRA adapter: its base + the adapter, merged for speed
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch.float32).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.eval()
     if tok.chat_template is None:
         raise ValueError(f"{path}: tokenizer has no chat template; the train stage must save chat_template.jinja")

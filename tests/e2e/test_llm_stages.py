@@ -1,5 +1,5 @@
-"""Stages `personas` then `simulate` through `esvr stage` (real Prefect, MLflow, CLI) in a project copy, with every
-role pointed at a loopback OpenAI-compatible server (the paper profile's shape: remote endpoints, no local models)."""
+"""Stages `personas` (`esvr personas`) then `simulate` (`esvr stage`: real Prefect) with MLflow, in a project copy,
+every role pointed at a loopback OpenAI-compatible server (the paper profile's shape: remote endpoints)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def test_personas_and_simulate_stages(project_copy, mirror):
         data["personas"].update(count=5, dedup_threshold=0.999)
         (project_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         env = {"ESVR_TEST_KEY": "sk-test-not-a-secret"}
-        for stage in ("personas", "simulate"):
-            r = run_cli(["esvr", "stage", stage], project_copy, env)
+        # personas through its standalone command, simulate through its Prefect flow (what `dvc repro` runs)
+        for cmd in (["esvr", "personas"], ["esvr", "stage", "simulate"]):
+            r = run_cli(cmd, project_copy, env)
             assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
         hits = m.state.hits
     sim = json.loads((project_copy / "metrics" / "simulate.json").read_text())

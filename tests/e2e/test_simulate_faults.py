@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tasks import paths, simulate
@@ -71,6 +72,7 @@ def _simulate_cmd(params: Path, personas: Path, out: Path) -> list[str]:
             "--persona-file", str(personas), "--params", str(params)]
 
 
+@pytest.mark.slow
 def test_kill9_then_resume_rerequests_nothing_finished(tmp_path):
     write_jsonl(tmp_path / "personas.jsonl", _personas(6))
     env = {**os.environ, "ESVR_MLRUNS": str(tmp_path / "mlruns"), "PYTHONPATH": str(paths.ROOT)}
@@ -111,3 +113,23 @@ def test_kill9_then_resume_rerequests_nothing_finished(tmp_path):
     assert report["dialogues"] == 6 and report["llm.total.cached"] >= 0
     # the resume paid only for unfinished work: 6 dialogues x 13 calls = 78 calls in all, at most once each
     assert m.state.hits - total_before <= 78 - 13 * len(done_ids)
+
+
+def test_budget_cap_stops_cleanly_and_resumes(tmp_path):
+    write_jsonl(tmp_path / "personas.jsonl", _personas(6))
+    sim = {**SIM, "validation_fraction": 0.0}
+    with MockServer() as m:
+        # mock usage is 10 + 5 tokens per call: at $1e4 per 1M tokens a call costs $0.15, a 13-call dialogue ~$2
+        def llm(budget: float) -> LLM:
+            return LLM({r: Role(r, m.url, "mock", 0.7, 100, price_prompt_per_mtok=1e4,
+                                price_completion_per_mtok=1e4) for r in simulate.ROLES},
+                       tmp_path / "cache.sqlite", max_concurrency=1, budget_usd=budget)
+
+        first = simulate.run(llm(5.0), tmp_path / "personas.jsonl", tmp_path / "out", sim, 1, tmp_path / "prog", 1)
+        hits = m.state.hits
+        assert first["stopped_by_budget"] and 1 <= first["dialogues"] < 6
+        saved = list(read_jsonl(tmp_path / "out" / "train.jsonl"))
+        assert len(saved) == first["dialogues"]  # what finished is written
+        second = simulate.run(llm(100.0), tmp_path / "personas.jsonl", tmp_path / "out", sim, 1, tmp_path / "prog", 1)
+    assert not second["stopped_by_budget"] and second["dialogues"] == 6
+    assert hits < m.state.hits == 6 * 13  # across both runs every call was made exactly once

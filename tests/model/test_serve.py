@@ -68,3 +68,22 @@ def test_tiny_model_answers_parse_and_simulation_runs(tiny_model, tmp_path):
     (rec,) = read_jsonl(tmp_path / "out" / "train.jsonl")
     validate_json(json.dumps({k: rec["turns"][0][k] for k in TEACHER_SCHEMA["properties"]}), TEACHER_SCHEMA)
     assert len(rec["turns"][0]["target_values"]) == 3
+
+
+def test_resolve_registered_model(tiny_model, mlflow_store):
+    """`esvr serve --model models:/NAME@ALIAS` serves what the train stage registered."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tasks.serve import resolve_model_uri
+
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(tiny_model), "model")
+    client = MlflowClient()
+    client.create_registered_model("tiny-test")
+    v = client.create_model_version("tiny-test", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    client.set_registered_model_alias("tiny-test", "champion", v.version)
+    path = resolve_model_uri("models:/tiny-test@champion")
+    assert (tiny_model / "config.json").read_bytes() == (__import__("pathlib").Path(path) / "config.json").read_bytes()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        resolve_model_uri(str(mlflow_store))  # not a model folder: the error says what is missing
