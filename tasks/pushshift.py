@@ -296,6 +296,7 @@ def _parse_block(block: bytes, base: int, kind: str | None, spec: DumpSpec, a: i
 
 
 _SPEC: DumpSpec | None = None
+_SLOTS: list[Any] = []  # shared-memory slots, created before the fork: children inherit the mappings
 
 
 def _init_worker(spec: DumpSpec) -> None:
@@ -303,9 +304,25 @@ def _init_worker(spec: DumpSpec) -> None:
     _SPEC = spec
 
 
-def _work_block(base: int, block: bytes, kind: str | None) -> tuple[list[dict[str, Any]], Counter, int]:
+def _work_block(base: int, block: bytes, kind: str | None) -> tuple[bytes, Counter, int]:
+    """Pool job (pipe transport): records travel back as one orjson blob, not as pickled dicts."""
     assert _SPEC is not None
-    return parse_block(block, base, kind, _SPEC)
+    recs, counts, first_bad = parse_block(block, base, kind, _SPEC)
+    return orjson.dumps(recs), counts, first_bad
+
+
+def _work_slot(slot: int, n: int, base: int, kind: str | None) -> tuple[int | bytes, Counter, int]:
+    """Pool job (shared-memory transport): the block is read from slot `slot`; the records blob is written back
+    into the same slot when it fits (else returned through the pipe)."""
+    assert _SPEC is not None
+    shm = _SLOTS[slot]
+    block = bytes(shm.buf[:n])
+    recs, counts, first_bad = parse_block(block, base, kind, _SPEC)
+    blob = orjson.dumps(recs)
+    if len(blob) <= shm.size:
+        shm.buf[: len(blob)] = blob
+        return len(blob), counts, first_bad
+    return blob, counts, first_bad
 
 
 def _sniff_kind(block: bytes) -> str | None:
@@ -363,6 +380,8 @@ def _drive(spans: Iterator[tuple[int, bytes, int, int]], parallel: bool, workers
             kind = kind or _sniff_kind(buf[a:min(b, a + 65536)])
             take(parse_block(buf, base, kind, spec, a, b))
         return kind
+    if _mp_context().get_start_method() == "fork":
+        return _drive_shared(spans, workers, spec, kind, take, block_bytes)
     with _mp_context().Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
         pending: deque = deque()
         err: DumpError | None = None
@@ -375,7 +394,7 @@ def _drive(spans: Iterator[tuple[int, bytes, int, int]], parallel: bool, workers
                 pending.append(pool.apply_async(_work_block, (job_base, b"".join(job), kind)))
                 job, job_size = [], 0
             while len(pending) >= 2 * workers:  # bounded: a 100 GB dump must not queue up in memory
-                take(pending.popleft().get())
+                take(_decode(pending.popleft().get()))
 
         try:
             for base, buf, a, b in spans:
@@ -391,10 +410,80 @@ def _drive(spans: Iterator[tuple[int, bytes, int, int]], parallel: bool, workers
             submit()
             err = e
         while pending:
-            take(pending.popleft().get())
+            take(_decode(pending.popleft().get()))
         if err is not None:
             raise err
     return kind
+
+
+def _drive_shared(spans: Iterator[tuple[int, bytes, int, int]], workers: int, spec: DumpSpec, kind: str | None,
+                  take: Any, block_bytes: int) -> str | None:
+    """Pool over shared-memory slots: the main process decompresses straight into a slot (one memcpy) and sends
+    only (slot, length); workers write their records blob back into the slot. Pipes carry a few bytes per job, so
+    no 64 KiB pipe ping-pong between processes and no GIL fight with Pool's feeder threads (measured 2x slower)."""
+    from multiprocessing import shared_memory
+
+    global _SLOTS
+    window = 2 * workers
+    size = 2 * block_bytes + (1 << 20)  # a job is < block_bytes + one span (<= block_bytes)
+    _SLOTS = [shared_memory.SharedMemory(create=True, size=size) for _ in range(window)]
+    free = deque(range(window))
+    pending: deque = deque()
+    try:
+        with _mp_context().Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
+
+            def take_one() -> None:
+                slot, res = pending.popleft()
+                payload, counts, first_bad = res.get()
+                recs = orjson.loads(_SLOTS[slot].buf[:payload] if isinstance(payload, int) else payload)
+                free.append(slot)
+                take((recs, counts, first_bad))
+
+            def submit(parts: list[tuple[bytes, int, int]], base: int) -> None:
+                if not free:
+                    take_one()
+                slot = free.popleft()
+                view, pos = _SLOTS[slot].buf, 0
+                for buf, a, b in parts:
+                    view[pos:pos + b - a] = memoryview(buf)[a:b]
+                    pos += b - a
+                pending.append((slot, pool.apply_async(_work_slot, (slot, pos, base, kind))))
+
+            job: list[tuple[bytes, int, int]] = []
+            job_base = job_size = 0
+            err: DumpError | None = None
+            try:
+                for base, buf, a, b in spans:
+                    kind = kind or _sniff_kind(buf[a:min(b, a + 65536)])
+                    if job and job_size + (b - a) > size:
+                        submit(job, job_base)
+                        job, job_size = [], 0
+                    if not job:
+                        job_base = base
+                    job.append((buf, a, b))
+                    job_size += b - a
+                    if job_size >= block_bytes:
+                        submit(job, job_base)
+                        job, job_size = [], 0
+            except DumpError as e:
+                err = e
+            if job:
+                submit(job, job_base)
+            while pending:
+                take_one()
+            if err is not None:
+                raise err
+    finally:
+        for shm in _SLOTS:
+            shm.close()
+            shm.unlink()
+        _SLOTS = []
+    return kind
+
+
+def _decode(res: tuple[bytes, Counter, int]) -> tuple[list[dict[str, Any]], Counter, int]:
+    blob, counts, first_bad = res
+    return orjson.loads(blob), counts, first_bad
 
 
 def check_malformed(res: DumpResult, max_fraction: float) -> None:
