@@ -19,6 +19,7 @@ import gc
 import logging
 import multiprocessing as mp
 import re
+import threading
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -302,6 +303,7 @@ def _parse_block(block: bytes, base: int, kind: str | None, spec: DumpSpec, a: i
 
 _SPEC: DumpSpec | None = None
 _SLOTS: list[Any] = []  # shared-memory slots, created before the fork: children inherit the mappings
+_SLOTS_LOCK = threading.Lock()  # one shared-memory pool at a time per process (Prefect may run tasks in threads)
 
 
 def _init_worker(spec: DumpSpec) -> None:
@@ -386,7 +388,8 @@ def _drive(spans: Iterator[tuple[int, bytes, int, int]], parallel: bool, workers
             take(parse_block(buf, base, kind, spec, a, b))
         return kind
     if _mp_context().get_start_method() == "fork":
-        return _drive_shared(spans, workers, spec, kind, take, block_bytes)
+        with _SLOTS_LOCK:
+            return _drive_shared(spans, workers, spec, kind, take, block_bytes)
     with _mp_context().Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
         pending: deque = deque()
         err: DumpError | None = None
