@@ -53,10 +53,9 @@ class CrawlLiveParams(StrictModel):
 
     enabled: bool = False
     subreddit: str = "offmychest"
-    max_submissions: int = Field(100, ge=1)  # newest submissions per run
+    max_submissions: int = Field(100, ge=1)  # new submissions crawled per run (the next run resumes)
     replace_more_limit: int = Field(8, ge=0)  # bounded "load more comments" expansions per submission
     replace_more_threshold: int = Field(0, ge=0)
-    stop_after_known: int = Field(25, ge=1)  # incremental: stop paging after this many already-crawled ids in a row
     user_agent: str = "esvr-crawler/0.1 (research; contact: see README)"
     timeout_s: float = Field(30.0, gt=0)
     retries: int = Field(3, ge=0)  # Prefect task retries of the live crawl (it resumes from its checkpoint)

@@ -31,7 +31,13 @@ def _settings(params: Path | None, **over: Any) -> tuple[dict[str, Any], int]:
         log.info("no usable params file (%s): crawl defaults from the schema", str(e).splitlines()[0])
         g = CrawlParams().model_dump()
     g.update({k: v for k, v in over.items() if v is not None})
-    CrawlParams.model_validate(g)  # the overrides obey the same schema
+    from pydantic import ValidationError
+
+    try:
+        CrawlParams.model_validate(g)  # the overrides obey the same schema
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise typer.BadParameter(problems) from None
     return g, seed
 
 

@@ -59,3 +59,24 @@ def test_flow_writes_store_and_caches_per_file(staged, prefect_api, mlflow_store
         names = {row[0] for row in list(csv.reader(f))[1:] if len(row[0]) >= 6}
     logged = " ".join(f"{k}={v}" for r in runs for k, v in {**r.data.params, **r.data.tags}.items())
     assert not {n for n in names if n in logged}
+
+
+@pytest.mark.slow
+def test_flow_live_task_is_retried_and_resumes(staged, prefect_api, mlflow_store, monkeypatch, mirror):
+    """prawcore gives up after 3 answers 503; the Prefect task retry resumes the crawl from its state folder."""
+    from flows.crawl import crawl_flow
+    from tests.reddit_fake import FakeReddit, build_site, env_for
+
+    root, params = staged
+    data = yaml.safe_load(params.read_text())
+    data["crawl"]["dumps"] = []
+    data["crawl"]["live"].update(enabled=True, subreddit="AskMen", retries=2, retry_delay_s=0.0,
+                                 state_dir=str(root / "live"), timeout_s=10.0)
+    params.write_text(yaml.safe_dump(data))
+    with FakeReddit(build_site(mirror, n_submissions=4), fail_first=3) as fake:
+        for k, v in env_for(fake).items():
+            monkeypatch.setenv(k, v)
+        out = crawl_flow(params_file=str(params))
+        assert sum(p.startswith("/api/v1/access_token") for _, _, p in fake.log) >= 2  # a second task attempt
+    assert out["threads"] == 30 + 3 and out["submissions_read"] == 30 + 4
+    assert len(list((root / "live" / "raw").glob("*.jsonl"))) == 4

@@ -98,6 +98,19 @@ def test_malformed_lines_are_counted_and_bounded(tmp_path, prefilter):
         pushshift.check_malformed(res, 0.01)
 
 
+def test_invalid_json_that_looks_like_an_object(tmp_path):
+    """Braces in place but not JSON: found by parsing. With the prefilter only lines naming the subreddit are
+    parsed, so such a line of another subreddit is counted only without it (documented lower bound)."""
+    good = lines_of(comment(i, sub="offmychest" if i % 10 == 0 else "other") for i in range(40))
+    bad = [b'{"id": "y", "subreddit": "offmychest", oops}\n', b'{"id": "z", "subreddit": "other", oops}\n']
+    f = write_zst(tmp_path / "RC_j.zst", good[:10] + bad + good[10:])
+    on = pushshift.read_dump(f, DumpSpec(subreddit="offmychest", key=b"k"))
+    off = pushshift.read_dump(f, DumpSpec(subreddit="offmychest", prefilter=False, key=b"k"))
+    assert on.counts["parsed"] == 5 and off.counts["parsed"] == 42  # the prefilter parsed only candidate lines
+    assert on.counts["malformed_lines"] == 1 and off.counts["malformed_lines"] == 2
+    assert on.records == off.records and len(on.records) == 4
+
+
 def test_truncated_file_names_file_and_offset(tmp_path):
     f = write_zst(tmp_path / "RC_t.zst", lines_of(comment(i) for i in range(2000)), level=3)
     data = f.read_bytes()
