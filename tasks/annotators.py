@@ -364,7 +364,8 @@ class TrainResult:
 
 def train_classifier(train: LabelledTexts, dev: LabelledTexts, cfg: Any, seed: int, metric: str,
                      on_metrics: Callable[[dict[str, float], int], None] | None = None,
-                     base_model: MeanPoolClassifier | None = None) -> TrainResult:
+                     base_model: MeanPoolClassifier | None = None,
+                     on_best: Callable[[MeanPoolClassifier, np.ndarray, int], None] | None = None) -> TrainResult:
     """Fine-tune encoder + head on `train`; after each epoch pick thresholds on `dev` and keep the best epoch.
 
     `cfg` is a params group with base_model, max_length, batch_size, epochs, max_steps, lr_encoder, lr_head,
@@ -444,6 +445,8 @@ def train_classifier(train: LabelledTexts, dev: LabelledTexts, cfg: Any, seed: i
         s = rec["dev_f1"] if metric == "touche_f1" else rec["dev_macro_f1"]
         if best is None or s > best[0]:
             best = (s, epoch, _state(model), th, ev)
+            if on_best:  # checkpoint: a run stopped later still leaves its best epoch on disk
+                on_best(model, th, epoch)
         if step >= total:
             break
     assert best is not None
@@ -540,12 +543,16 @@ def run_train(task: str, cfg: Any, seed: int, out_dir: str | Path | None = None,
     out = Path(out_dir) if out_dir else paths.MODELS / folder
     train, dev = load_task_data(task, cfg, seed)
     log.info("%s: %d train / %d dev rows, config %s", task, len(train.texts), len(dev.texts), cfg.model_dump())
-    res = train_classifier(train, dev, cfg, seed, metric, on_metrics=on_metrics)
-    res.model.save(out, res.thresholds, extra={"task": task, "base_model": cfg.base_model, "metric": metric,
-                                               "best_epoch": res.best_epoch, "threshold_mode": cfg.threshold_mode})
-    if task == "emotion":  # positivity needs the sentiment grouping at inference time: ship it with the model
-        src = external("goemotions") / "sentiment_dict.json"
-        (out / "sentiment_dict.json").write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+
+    def save(model: MeanPoolClassifier, th: np.ndarray, epoch: int) -> None:
+        model.save(out, th, extra={"task": task, "base_model": cfg.base_model, "metric": metric,
+                                   "best_epoch": epoch, "threshold_mode": cfg.threshold_mode})
+        if task == "emotion":  # positivity needs the sentiment grouping at inference time: ship it with the model
+            src = external("goemotions") / "sentiment_dict.json"
+            (out / "sentiment_dict.json").write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+
+    res = train_classifier(train, dev, cfg, seed, metric, on_metrics=on_metrics, on_best=save)
+    save(res.model, res.thresholds, res.best_epoch)
     summary = {
         "f1": res.eval["f1"], "macro_precision": res.eval["macro_precision"], "macro_recall": res.eval["macro_recall"],
         "macro_f1": res.eval["macro_f1"], "best_epoch": res.best_epoch, "train_seconds": res.seconds, "steps": res.steps,
