@@ -324,9 +324,7 @@ def assemble(examples: list[dict[str, Any]], cfg: Any, seed: int, count: TokenCo
     rule = cfg.model_copy(update={"positivity_threshold": threshold})
     n_candidates = len(examples)
     examples = [e for e in examples if is_positive(e["positivity"], e["positivity_prev"], rule)]
-    per_thread = Counter(e["thread_id"] for e in examples)
-    split_of = assign_splits(dict(per_thread), cfg.splits, seed)
-    out: dict[str, dict[str, list[dict[str, Any]]]] = {d: {s: [] for s in cfg.splits} for d in DATASETS}
+    kept_records: list[tuple[str, dict[str, Any]]] = []
     drops: dict[str, Counter] = {d: Counter() for d in DATASETS}
     seen: dict[str, set[str]] = {d: set() for d in DATASETS}
     seen_examples: set[str] = set()
@@ -356,8 +354,13 @@ def assemble(examples: list[dict[str, Any]], cfg: Any, seed: int, count: TokenCo
                     if reason != "rejected_truncated":
                         break  # the prompt or the chosen reply is what does not fit: no candidate can
                     continue
-                out[name][split_of[ex["thread_id"]]].append(rec)
+                kept_records.append((name, rec))
                 kept += 1
+    # Splits are balanced on what survived the filters, so a split cannot end up with threads but no records.
+    split_of = assign_splits(dict(Counter(r["thread_id"] for _, r in kept_records)), cfg.splits, seed)
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {d: {s: [] for s in cfg.splits} for d in DATASETS}
+    for name, rec in kept_records:
+        out[name][split_of[rec["thread_id"]]].append(rec)
     stats = dataset_stats(out, drops, split_of)
     stats["positivity"] = {"threshold": round(threshold, 5), "candidates": n_candidates, "positive": len(examples),
                            "positive_rate": round(len(examples) / n_candidates, 4) if n_candidates else 0.0}
