@@ -19,6 +19,7 @@ import gc
 import logging
 import multiprocessing as mp
 import re
+import threading
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -209,15 +210,18 @@ def _no_gc() -> Iterator[None]:
 
 def _sparse_candidates(block: bytes, low: bytes, needle: bytes, a: int, b: int) -> tuple[list[int], list[int], int] | None:
     """The fast path of "parse only what can match": (starts, ends) of the lines of block[a:b] that contain the
-    needle, and the line count, from a few C-speed passes and per-hit work only. None when it does not apply (the
+    needle, and the line count, from two vectorised passes and per-hit work only. None when it does not apply (the
     needle is frequent, or some line does not end in `}`: then the exact per-line structural check runs)."""
-    n_lines = block.count(b"\n", a, b) + (b > a and not block.endswith(b"\n", a, b))
-    if low.count(needle, a, b) * 4 >= n_lines:
-        return None
-    if block.count(b"}\n", a, b) + block.endswith(b"}", a, b) != n_lines:
+    arr = np.frombuffer(block, np.uint8, count=b - a, offset=a)
+    nl = np.flatnonzero(arr == 10)
+    n_lines = len(nl) + (b > a and arr[-1] != 10)
+    if len(nl) and (nl[0] == 0 or np.count_nonzero(arr[nl - 1] == 125) != len(nl)):
+        return None  # an empty line or one not ending in `}` (\r\n endings included): exact path
+    if n_lines > len(nl) and arr[-1] != 125:
         return None
     starts: list[int] = []
     ends: list[int] = []
+    limit = max(16, n_lines // 4)  # beyond this many hits a plain pass over every line is cheaper
     pos = low.find(needle, a, b)
     while pos >= 0:
         s = block.rfind(b"\n", a, pos) + 1
@@ -226,6 +230,8 @@ def _sparse_candidates(block: bytes, low: bytes, needle: bytes, a: int, b: int) 
         e = b if e < 0 else e
         starts.append(s)
         ends.append(e)
+        if len(starts) > limit:
+            return None
         pos = low.find(needle, e, b)
     return starts, ends, n_lines
 
@@ -297,6 +303,7 @@ def _parse_block(block: bytes, base: int, kind: str | None, spec: DumpSpec, a: i
 
 _SPEC: DumpSpec | None = None
 _SLOTS: list[Any] = []  # shared-memory slots, created before the fork: children inherit the mappings
+_SLOTS_LOCK = threading.Lock()  # one shared-memory pool at a time per process (Prefect may run tasks in threads)
 
 
 def _init_worker(spec: DumpSpec) -> None:
@@ -381,7 +388,8 @@ def _drive(spans: Iterator[tuple[int, bytes, int, int]], parallel: bool, workers
             take(parse_block(buf, base, kind, spec, a, b))
         return kind
     if _mp_context().get_start_method() == "fork":
-        return _drive_shared(spans, workers, spec, kind, take, block_bytes)
+        with _SLOTS_LOCK:
+            return _drive_shared(spans, workers, spec, kind, take, block_bytes)
     with _mp_context().Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
         pending: deque = deque()
         err: DumpError | None = None

@@ -112,3 +112,28 @@ def test_rerun_is_identical_and_skips_unchanged_shards(store, mirror, tmp_path):
     crawl.run(CrawlParams().model_dump(), [mirror / TABLE], [], other, Pseudonymiser(b"test-key"))
     a = {p.name: p.read_bytes() for p in (out / "shards").iterdir()}
     assert a == {p.name: p.read_bytes() for p in (other / "shards").iterdir()}
+
+
+def test_table_cli_and_key_policy(mirror, tmp_path):
+    """`esvr crawl table` writes the store; without ESVR_PSEUDONYM_KEY it uses the fallback only when params allow."""
+    import json
+
+    import yaml
+
+    from tests.conftest import ROOT, run_cli
+
+    out = tmp_path / "t"
+    r = run_cli(["esvr", "crawl", "table", "--input", str(mirror / TABLE), "--out", str(out)], ROOT,
+                {"ESVR_PSEUDONYM_KEY": ""})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "public fallback key" in r.stderr  # tiny profile: warned, not silent
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["threads"] == 30 and stats["comments_read"] == 2371
+    strict = tmp_path / "strict.yaml"
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["crawl"]["pseudonym_fallback"] = False
+    strict.write_text(yaml.safe_dump(data))
+    r = run_cli(["esvr", "crawl", "table", "--input", str(mirror / TABLE), "--out", str(tmp_path / "u"),
+                 "--params", str(strict)], ROOT, {"ESVR_PSEUDONYM_KEY": ""})
+    assert r.returncode == 1 and "ESVR_PSEUDONYM_KEY is not set" in r.stderr
+    assert not (tmp_path / "u" / "stats.json").exists()
