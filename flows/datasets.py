@@ -52,8 +52,7 @@ def log_mlflow_inputs(out_dir: Path) -> int:
 
 def metrics_of(report: dict[str, Any]) -> dict[str, Any]:
     """What DVC tracks as metrics: numbers only (sizes, drops, label distribution, rates, pairs per post)."""
-    keep = {k: v for k, v in report.items() if k in ("extraction", *datasets.DATASETS, "split_threads")}
-    return keep
+    return {k: v for k, v in report.items() if k in ("extraction", "positivity", *datasets.DATASETS, "split_threads")}
 
 
 @flow(name="datasets", log_prints=False)

@@ -109,10 +109,13 @@ class DatasetsParams(StrictModel):
     positivity_rule: Literal["threshold", "increase", "either", "both"] = "either"
     positivity_threshold: float = Field(0.5, ge=0.0, le=1.0)
     positivity_min_increase: float = Field(0.1, ge=-1.0, le=1.0)
+    # When set, the threshold is this quantile of the candidate OP replies' positivity (replaces positivity_threshold).
+    positivity_quantile: float | None = Field(None, ge=0.0, le=1.0)
     # A comment *expresses* a value when its detector probability reaches this (rejected-comment filter):
     # "detector" = the detector's own calibrated per-category thresholds (value_thresholds_file), or one number.
     value_threshold: float | Literal["detector"] = 0.25
     value_thresholds_file: str = "models/value_detector/thresholds.json"
+    value_top_k: int = Field(0, ge=0, le=20)  # >0: a comment expresses only its top-k values (above the threshold)
     max_rejected_per_example: int = Field(2, ge=1)  # rejected comments sampled per chosen reply
     max_turn_chars: int = Field(0, ge=0)  # history turns are cut to this many chars (0 = whole); answers never are
     min_chars: int = Field(2, ge=1)  # an utterance shorter than this after cleaning is unusable ("[removed]" -> "")

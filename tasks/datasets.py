@@ -98,10 +98,24 @@ def top_values(probs: Sequence[float], k: int = prompts.TVD_K) -> list[str]:
     return [VALUE_CATEGORIES[i] for i in order[:k]]
 
 
-def detected_values(probs: Sequence[float], threshold: float | Sequence[float]) -> list[str]:
-    """Categories whose probability reaches the threshold (one, or one per category), in taxonomy order."""
+def detected_values(probs: Sequence[float], threshold: float | Sequence[float], top_k: int = 0) -> list[str]:
+    """Categories whose probability reaches the threshold (one, or one per category) and, when top_k > 0, that are
+    among the utterance's top_k categories (the same top-k notion that defines target values); taxonomy order."""
     th = [float(threshold)] * N_VALUES if isinstance(threshold, (int, float)) else list(threshold)
-    return [VALUE_CATEGORIES[i] for i, p in enumerate(probs) if p >= th[i]]
+    top = set(top_values(probs, top_k)) if top_k else set(VALUE_CATEGORIES)
+    return [VALUE_CATEGORIES[i] for i, p in enumerate(probs) if p >= th[i] and VALUE_CATEGORIES[i] in top]
+
+
+def positivity_threshold(cfg: Any, positivities: Sequence[float]) -> float:
+    """The absolute threshold of the positivity rule: fixed, or the `positivity_quantile` of the candidates' scores
+    (robust to an emotion model whose scores are shifted, e.g. one trained for minutes on CPU)."""
+    if not cfg.positivity_quantile or not positivities:
+        return float(cfg.positivity_threshold)
+    xs = sorted(positivities)
+    pos = cfg.positivity_quantile * (len(xs) - 1)  # linear interpolation, as numpy's default quantile
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(xs) - 1)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
 
 
 def thresholds_of(cfg: Any, detector: dict[str, Any] | None = None) -> list[float]:
@@ -191,11 +205,10 @@ def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: 
             continue
         p = float(ann[outcome["id"]]["positivity"])
         p_prev = float(ann[prev_op["id"]]["positivity"]) if prev_op["id"] not in bad_ann else None
-        if not is_positive(p, p_prev, cfg):
-            continue
-        c["op_replies_positive"] += 1
+        # The positivity rule is applied in assemble(): a quantile threshold needs every candidate of the corpus.
+        c["op_replies_candidates"] += 1
         c["history_turns_trimmed"] += sum(1 for x in chain[:-2] if cfg.max_turn_chars and len(texts[x["id"]]) > cfg.max_turn_chars)
-        target = top_values(ann[outcome["id"]]["values"])
+        target = top_values(ann[outcome["id"]]["values"])  # the paper's label: top-3 by probability, no threshold
         history_nodes = chain[:-2]  # o1 .. o_t
         path_ids = {x["id"] for x in chain}
         chosen_key = _norm(texts[reply["id"]])
@@ -206,7 +219,7 @@ def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: 
             t = texts[o["id"]]
             if len(t) < cfg.min_chars or _norm(t) == chosen_key:
                 continue
-            vals = detected_values(ann[o["id"]]["values"], thresholds)
+            vals = detected_values(ann[o["id"]]["values"], thresholds, cfg.value_top_k)
             if set(vals) & set(target):
                 continue
             candidates.append({"id": o["id"], "text": t, "values": vals})
@@ -238,10 +251,12 @@ def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: 
 
 # ------------------------------------------------------------------------------------------------------ splits
 def assign_splits(weights: dict[str, int], fractions: dict[str, float], seed: int) -> dict[str, str]:
-    """Thread id → split. Threads are visited in a seeded shuffle and each goes to the split furthest below its
-    target share of examples, so small runs still fill every split with a non-zero fraction when threads allow."""
+    """Thread id → split, balancing example counts: threads go largest first (ties in a seeded shuffle) to the split
+    whose fill ratio (examples / target) would be lowest after adding them, so one big thread cannot swamp a small
+    split; the last threads are reserved for splits that are still empty."""
     threads = sorted(weights)
     random.Random(seed).shuffle(threads)
+    threads.sort(key=lambda t: -weights[t])  # stable: the shuffle orders equal weights
     total = sum(weights.values()) or 1
     names = [s for s, f in fractions.items() if f > 0]
     filled = dict.fromkeys(names, 0)
@@ -249,9 +264,8 @@ def assign_splits(weights: dict[str, int], fractions: dict[str, float], seed: in
     out: dict[str, str] = {}
     for i, t in enumerate(threads):
         remaining = len(threads) - i
-        # Reserve the last threads for splits that are still empty (a 10% split with 0 threads is useless).
         pool = [s for s in names if s in empty] if remaining <= len(empty) else names
-        best = max(pool, key=lambda s: (fractions[s] * total - filled[s], fractions[s]))
+        best = min(pool, key=lambda s: ((filled[s] + weights[t]) / (fractions[s] * total), -fractions[s]))
         out[t] = best
         filled[best] += weights[t]
         empty.discard(best)
@@ -306,9 +320,11 @@ def assemble(examples: list[dict[str, Any]], cfg: Any, seed: int, count: TokenCo
              ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, Any]]:
     """Examples → {dataset: {split: records}} and stats (sizes, drops, labels, pairs per post)."""
     examples = sorted(examples, key=lambda e: e["outcome_id"])
-    per_thread = Counter(e["thread_id"] for e in examples)
-    split_of = assign_splits(dict(per_thread), cfg.splits, seed)
-    out: dict[str, dict[str, list[dict[str, Any]]]] = {d: {s: [] for s in cfg.splits} for d in DATASETS}
+    threshold = positivity_threshold(cfg, [e["positivity"] for e in examples])
+    rule = cfg.model_copy(update={"positivity_threshold": threshold})
+    n_candidates = len(examples)
+    examples = [e for e in examples if is_positive(e["positivity"], e["positivity_prev"], rule)]
+    kept_records: list[tuple[str, dict[str, Any]]] = []
     drops: dict[str, Counter] = {d: Counter() for d in DATASETS}
     seen: dict[str, set[str]] = {d: set() for d in DATASETS}
     seen_examples: set[str] = set()
@@ -338,9 +354,17 @@ def assemble(examples: list[dict[str, Any]], cfg: Any, seed: int, count: TokenCo
                     if reason != "rejected_truncated":
                         break  # the prompt or the chosen reply is what does not fit: no candidate can
                     continue
-                out[name][split_of[ex["thread_id"]]].append(rec)
+                kept_records.append((name, rec))
                 kept += 1
-    return out, dataset_stats(out, drops, split_of)
+    # Splits are balanced on what survived the filters, so a split cannot end up with threads but no records.
+    split_of = assign_splits(dict(Counter(r["thread_id"] for _, r in kept_records)), cfg.splits, seed)
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {d: {s: [] for s in cfg.splits} for d in DATASETS}
+    for name, rec in kept_records:
+        out[name][split_of[rec["thread_id"]]].append(rec)
+    stats = dataset_stats(out, drops, split_of)
+    stats["positivity"] = {"threshold": round(threshold, 5), "candidates": n_candidates, "positive": len(examples),
+                           "positive_rate": round(len(examples) / n_candidates, 4) if n_candidates else 0.0}
+    return out, stats
 
 
 def dataset_stats(out: dict[str, dict[str, list[dict[str, Any]]]], drops: dict[str, Counter],
@@ -382,6 +406,7 @@ def make_token_counter(tokenizer_dir: Path, chars_per_token: float) -> tuple[Tok
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tok.model_max_length = 1 << 30  # we only count: no "sequence longer than the maximum" warning per long example
     tpl = tokenizer_dir / "chat_template.jinja"
     if tpl.is_file():
         tok.chat_template = tpl.read_text(encoding="utf-8")  # the explicit artifact wins (same as tasks.tiny_lm)
@@ -438,14 +463,15 @@ def select_threads(pairs: list[tuple[Path, Path]], limit: int) -> set[str] | Non
     return set(ids[:limit])
 
 
-def extraction_stats(counters: Counter) -> dict[str, Any]:
-    c = dict(counters)
-    on_path = c.get("op_replies_on_path", 0)
+def extraction_stats(counters: Counter, positive: int) -> dict[str, Any]:
+    """Counters of the extraction plus the positive OP replies and the positive-reply rates."""
+    c = {k: int(v) for k, v in sorted(counters.items())}
+    on_path, cand = c.get("op_replies_on_path", 0), c.get("op_replies_candidates", 0)
     return {
-        **{k: int(v) for k, v in sorted(c.items())},
-        "positive_rate_on_path": round(c.get("op_replies_positive", 0) / on_path, 4) if on_path else 0.0,
-        "positive_rate_all_op_replies": round(c.get("op_replies_positive", 0) / c["op_replies"], 4)
-        if c.get("op_replies") else 0.0,
+        **c, "op_replies_positive": positive,
+        "positive_rate_on_path": round(positive / on_path, 4) if on_path else 0.0,
+        "positive_rate_candidates": round(positive / cand, 4) if cand else 0.0,
+        "positive_rate_all_op_replies": round(positive / c["op_replies"], 4) if c.get("op_replies") else 0.0,
     }
 
 
@@ -487,11 +513,12 @@ def render_card(name: str, stats: dict[str, Any], extraction: dict[str, Any], cf
         "Reddit threads from `data/threads` (crawl stage) with value/emotion annotations from `data/annotated` "
         f"(annotate stage). Input hashes: threads `{inputs['threads'][:12]}`, annotations `{inputs['annotated'][:12]}`.",
         "", "## Filters",
-        f"- positive OP reply: rule `{cfg.positivity_rule}` (threshold {cfg.positivity_threshold}, "
+        f"- positive OP reply: rule `{cfg.positivity_rule}` (threshold {stats['positivity']['threshold']}"
+        f"{f' = quantile {cfg.positivity_quantile} of candidate OP replies' if cfg.positivity_quantile else ''}, "
         f"min increase {cfg.positivity_min_increase} over the previous OP turn)",
         "- dialogue paths alternate the OP and one commenter; utterances shorter than "
         f"{cfg.min_chars} chars after cleaning ([deleted]/[removed]) are skipped",
-        f"- rejected comments: detected values (prob >= {cfg.value_threshold}"
+        f"- rejected comments: detected values (top-{cfg.value_top_k or 'all'} with prob >= {cfg.value_threshold}"
         f"{' thresholds of ' + cfg.value_thresholds_file if cfg.value_threshold == 'detector' else ''}) "
         "disjoint from the target values, "
         f"at most {cfg.max_rejected_per_example} per example (seed {seed})",
@@ -555,14 +582,18 @@ def run(cfg: Any, seed: int, threads_dir: Path | None = None, annotated_dir: Pat
     check_bad_fraction(counters, cfg.max_bad_fraction)
     count, token_desc = make_token_counter(paths.ROOT / cfg.tokenizer, cfg.chars_per_token)
     out, stats = assemble(examples, cfg, seed, count)
-    extraction = extraction_stats(counters)
+    # Never publish data that breaks its contracts (tests/data checks the same on the written files).
+    bad = contract_violations(out, {e["thread_id"] for e in examples})
+    if bad:
+        raise DatasetsError("datasets break their contracts (a bug, not bad input):\n  " + "\n  ".join(bad))
+    extraction = extraction_stats(counters, stats["positivity"]["positive"])
     inputs = {"threads": sha256_tree(threads_dir / "shards"), "annotated": sha256_tree(annotated_dir / "shards")}
     for name, splits in out.items():
         for split, recs in splits.items():
             write_jsonl(out_dir / name / f"{split}.jsonl", recs)
         with atomic_open(out_dir / name / "DATA_CARD.md") as f:
             f.write(render_card(name, stats, extraction, cfg, seed, token_desc, inputs))
-    report = {"extraction": extraction, **stats, "value_thresholds": thresholds, "length_measure": token_desc, "prompt_version": prompts.PROMPT_VERSION}
+    report = {"extraction": extraction, **stats, "value_thresholds": thresholds, "value_top_k": cfg.value_top_k, "length_measure": token_desc, "prompt_version": prompts.PROMPT_VERSION}
     write_json(out_dir / "stats.json", report)
     return report
 
@@ -643,9 +674,9 @@ def load_datasets(out_dir: Path | None = None) -> dict[str, dict[str, list[dict[
     out_dir = out_dir or OUT_DIR
     data: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for name in DATASETS:
-        data[name] = {}
+        data[name] = {f.stem: [] for f in sorted((out_dir / name).glob("*.jsonl"))}  # empty splits stay visible
         for split, r in iter_records(out_dir, name):
-            data[name].setdefault(split, []).append(r)
+            data[name][split].append(r)
     return data
 
 

@@ -47,10 +47,12 @@ def test_extract_thread_follows_only_alternating_one_commenter_paths():
     th, anns = thread("t")
     res = ds.extract_thread(th, ann_map(anns), CFG, seed=1)
     c = res.counters
-    assert (c["op_replies"], c["op_replies_on_path"], c["op_replies_positive"]) == (6, 3, 2)
+    assert (c["op_replies"], c["op_replies_on_path"], c["op_replies_candidates"]) == (6, 3, 3)
     assert (c["op_replies_not_on_path"], c["op_replies_unreachable"]) == (2, 1)
     by_outcome = {e["outcome_id"]: e for e in res.examples}
-    assert set(by_outcome) == {"t-t1_o2", "t-t1_ob"}
+    assert set(by_outcome) == {"t-t1_o2", "t-t1_o3", "t-t1_ob"}  # candidates; the positivity rule comes later
+    assert {o for o, e in by_outcome.items() if ds.is_positive(e["positivity"], e["positivity_prev"], CFG)} == {
+        "t-t1_o2", "t-t1_ob"}
     e = by_outcome["t-t1_o2"]
     assert e["target_values"] == ["Achievement", "Self-direction: action", "Stimulation"]
     assert [r for r, _ in e["history"]] == ["seeker"] and e["reply_id"] == "t-t1_a1"
@@ -66,8 +68,12 @@ def test_deeper_path_history_and_increase_rule():
     a = ann_map(anns)
     a["t-t1_o3"]["positivity"] = 0.45  # below threshold, but not above o2 (0.8): still negative
     cfg = DatasetsParams(positivity_rule="increase", positivity_min_increase=0.1)
-    assert "t-t1_o3" not in {e["outcome_id"] for e in ds.extract_thread(th, a, cfg, 1).examples}
+    count = lambda m, g: ds.estimate_tokens(m, g, 4.0)  # noqa: E731
+    def positives(): return {r["outcome_id"] for r in ds.assemble(ds.extract_thread(th, a, cfg, 1).examples, cfg, 0,
+                                                                    count)[0]["tvd"]["train"]}
+    assert "t-t1_o3" not in positives()
     a["t-t1_o2"]["positivity"] = 0.2  # now o3 rose by 0.25 over o2
+    assert "t-t1_o3" in positives()
     ex = {e["outcome_id"]: e for e in ds.extract_thread(th, a, cfg, 1).examples}["t-t1_o3"]
     assert [r for r, _ in ex["history"]] == ["seeker", "supporter", "seeker"]
     assert ex["history_ids"] == ["t-t3_p", "t-t1_a1", "t-t1_o2"] and ex["reply_id"] == "t-t1_a2"
@@ -93,12 +99,12 @@ def test_assign_splits_fills_every_split_and_is_seeded():
     assert set(ds.assign_splits({"x": 1, "y": 1, "z": 1}, fr, seed=0).values()) == set(fr)
 
 
-def _examples(n=6):
+def _examples(n=6, positive_only=True):
     out = []
     for i in range(n):
         th, anns = thread(f"th{i}")
         out += ds.extract_thread(th, ann_map(anns), CFG, seed=0).examples
-    return out
+    return [e for e in out if not positive_only or ds.is_positive(e["positivity"], e["positivity_prev"], CFG)]
 
 
 def test_assemble_formats_contract_records_and_dedups():
@@ -177,7 +183,7 @@ def test_an_over_long_rejected_comment_gives_way_to_a_spare():
     assert len(pairs) == 2 and long_id not in {p["rejected_id"] for p in pairs}
     assert stats["rg_pairs"]["dropped"] == {"rejected_truncated": 1}
     trimmed = ds.extract_thread(th, ann_map(anns), DatasetsParams(max_turn_chars=20), 1)
-    assert trimmed.counters["history_turns_trimmed"] == 2
+    assert trimmed.counters["history_turns_trimmed"] == 5  # P for o2 and ob; P, a1, o2 for o3
     assert all(len(t) <= 22 for e in trimmed.examples for _, t in e["history"])
 
 
@@ -202,3 +208,24 @@ def test_detector_thresholds_decide_what_a_rejected_comment_expresses(tmp_path):
     assert "t-t1_c1" not in {r["id"] for r in default["rejected"]}
     with pytest.raises(ValueError):
         DatasetsParams(value_threshold=1.5)
+
+
+def test_positivity_quantile_sets_the_threshold_from_the_corpus():
+    exs = _examples(4, positive_only=False)  # per thread: o2 0.8, o3 0.3, ob 0.9
+    count = lambda m, g: ds.estimate_tokens(m, g, 4.0)  # noqa: E731
+    assert ds.positivity_threshold(DatasetsParams(), [0.1, 0.9]) == 0.5
+    assert ds.positivity_threshold(DatasetsParams(positivity_quantile=0.5), [0.1, 0.2, 0.9]) == 0.2
+    assert ds.positivity_threshold(DatasetsParams(positivity_quantile=0.25), [0.0, 1.0]) == 0.25
+    cfg = DatasetsParams(positivity_rule="threshold", positivity_quantile=0.9)
+    _, stats = ds.assemble(exs, cfg, 0, count)
+    assert stats["positivity"]["candidates"] == 12 and stats["positivity"]["threshold"] == 0.9
+    assert stats["positivity"]["positive"] == 4  # only the ob replies (0.9) reach the 90th percentile
+    _, base = ds.assemble(exs, DatasetsParams(), 0, count)
+    assert base["positivity"]["positive"] == 8 and base["positivity"]["positive_rate"] == round(8 / 12, 4)
+
+
+def test_top_k_limits_what_a_comment_expresses():
+    probs = values("Achievement", "Hedonism", "Face", "Tradition")
+    assert ds.detected_values(probs, 0.25) == ["Hedonism", "Achievement", "Face", "Tradition"]
+    assert ds.detected_values(probs, 0.25, top_k=2) == ["Hedonism", "Achievement"]
+    assert ds.detected_values(probs, 0.87, top_k=2) == ["Achievement"]
