@@ -133,12 +133,13 @@ def analyze_esconv(
     model: str = typer.Option(VALUE_MODEL, "--model", help="Value detector folder or MLflow URI."),
     last_turns: int = typer.Option(4, help="Seeker turns counted at the end of each conversation."),
     test: str = typer.Option("mannwhitney", help="mannwhitney | welch"),
+    threshold: float = typer.Option(0.0, help="One fixed value-presence cut (0 = the detector's thresholds.json)."),
 ) -> None:
     """High-effect (intensity 5 -> 1-2) vs low-effect (5 -> 3-5) seekers: positive values in their last turns."""
     from tasks import esconv
     from tasks.config import EsconvAnalysisParams
 
-    cfg = EsconvAnalysisParams(model=model, last_turns=last_turns, test=test)
+    cfg = EsconvAnalysisParams(model=model, last_turns=last_turns, test=test, presence_threshold=threshold)
     try:
         res = esconv.run(data, model, cfg)
     except (FileNotFoundError, ValueError) as e:

@@ -187,6 +187,7 @@ class EsconvAnalysisParams(StrictModel):
     initial_intensity: int = Field(5, ge=1, le=5)
     high_final: list[int] = Field(default_factory=lambda: [1, 2])
     test: Literal["mannwhitney", "welch"] = "mannwhitney"
+    presence_threshold: float = Field(0.0, ge=0, lt=1)  # 0 = the detector's thresholds.json; else one fixed cut
     limit: int = Field(0, ge=0)  # 0 = all conversations
 # --------------------------------------------------------------------------------------------------- training
 class TokenizerParams(StrictModel):

@@ -6,7 +6,8 @@ high_effect = final intensity in `high_final` (1-2); low_effect = any other repo
 Conversations without a final score (about 150 of 1,300) have no outcome and are left out (counted as `no_final`).
 Score per conversation: the number of (turn, category) predictions of a *positive* value (tasks.taxonomy.POSITIVE_VALUES)
 over the last `last_turns` seeker turns, each category counted when its probability reaches the detector's own
-threshold from thresholds.json. The groups are compared with a two-sided Mann-Whitney U test (counts are small
+threshold from thresholds.json (or one fixed `presence_threshold`: the validation cut, picked on argument
+triples that nearly all carry values, fires on most short dialogue turns). The groups are compared with a two-sided Mann-Whitney U test (counts are small
 integers, far from normal) or Welch's t-test.
 
 Pure core: `parse_conversations()`, `group_of()`, `analyse()`; I/O shell: `run()`.
@@ -146,6 +147,9 @@ def run(data_dir: str | Path, model_uri: str, cfg: Any) -> dict[str, Any]:
     convs = read_dir(data_dir)
     model, th, _, folder = load_annotator(model_uri)
     log.info("ESConv: %d conversations, detector %s", len(convs), folder)
+    if getattr(cfg, "presence_threshold", 0.0) > 0:  # sensitivity: one fixed cut instead of the validation thresholds
+        th = np.full_like(th, cfg.presence_threshold)
     res = analyse(convs, lambda t: model.predict_proba(t, batch_size=64, max_tokens=8192), th, cfg)
+    res["thresholds"] = "thresholds.json" if not getattr(cfg, "presence_threshold", 0.0) else cfg.presence_threshold
     res["n_conversations"] = len(convs)
     return res
