@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from tasks import logs, paths
+from tasks.train_cli import app as train_app  # light: heavy imports live inside its commands
 
 app = typer.Typer(help="esvr: the ES-VR pipeline (crawl → annotate → datasets → train → simulate → evaluate).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -18,6 +19,7 @@ config_app = typer.Typer(help="Validate, show and switch the params profile.", n
 data_app = typer.Typer(help="Public datasets: stage them from the mirror or their origins.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
 
 log = logging.getLogger("esvr")
 
