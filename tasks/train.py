@@ -241,11 +241,17 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
         m, c, rj, gens = _rg_eval(model, mtok, sft_test, pairs_test, t)
         logps[name] = (c, rj)
         examples[name] = gens[:10]
+        m["empty_share"] = sum(not g.strip() for g in gens) / len(gens) if gens else math.nan
         if detector is not None:
-            found = _detect(detector, gens)
+            # An empty generation is a miss whatever the detector says (its calibrated thresholds fire on "").
+            found = [d if g.strip() else [] for d, g in zip(_detect(detector, gens), gens, strict=True)]
             m["value_hit_rate"] = train_eval.value_hits(found, [r.get("target_values", []) for r in sft_test[: len(gens)]])
         side[name] = m
         del model
+    if detector is not None and sft_test:  # the human replies of the test split: what a hit rate can reach
+        ev = sft_test[: t.rg_eval.limit] if t.rg_eval.limit else sft_test
+        gold = _detect(detector, [r["messages"][-1]["content"] for r in ev])
+        side["reference"] = {"value_hit_rate": train_eval.value_hits(gold, [r.get("target_values", []) for r in ev])}
     for name in ("sft", "dpo"):
         ref = logps["sft"] if name == "dpo" else (None, None)
         side[name].update(train_eval.preference_metrics(*logps[name], *ref, beta=t.rg_dpo.beta))
