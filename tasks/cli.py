@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from tasks import logs, paths
+from tasks.train_cli import app as train_app  # light: heavy imports live inside its commands
 
 app = typer.Typer(help="esvr: the ES-VR pipeline (crawl → annotate → datasets → train → simulate → evaluate).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -26,6 +27,7 @@ app.add_typer(values_app, name="values")
 app.add_typer(emotions_app, name="emotions")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(importlib.import_module("tasks.llm_cli").app)  # serve, simulate, personas (LLM layer)
+app.add_typer(train_app, name="train")
 
 log = logging.getLogger("esvr")
 

@@ -371,15 +371,16 @@ class Params(StrictModel):
     profile: Literal["tiny", "paper"]
     seed: int = 1234
     tracking: TrackingParams
+    # one group per stage, in DAG order; every group is required so a profile cannot silently fall back
     sources: SourcesParams
-    datasets: DatasetsParams = DatasetsParams()
-    crawl: CrawlParams = CrawlParams()
-    value_detector: AnnotatorTrainParams | None = None
-    emotion: AnnotatorTrainParams | None = None
-    annotate: AnnotateParams | None = None
-    esconv_analysis: EsconvAnalysisParams | None = None
-    base_model: BaseModelParams = BaseModelParams()
-    train: TrainParams = TrainParams()
+    crawl: CrawlParams
+    value_detector: AnnotatorTrainParams
+    emotion: AnnotatorTrainParams
+    annotate: AnnotateParams
+    esconv_analysis: EsconvAnalysisParams
+    base_model: BaseModelParams
+    datasets: DatasetsParams
+    train: TrainParams
     llm: LLMParams
     personas: PersonasParams
     simulate: SimulateParams

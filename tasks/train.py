@@ -157,38 +157,50 @@ def run_rg_sft(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
     return metrics
 
 
+class _AnnotatorDetector:
+    """Adapter over tasks.annotators (the annotate stage's MeanPoolClassifier + calibrated per-label thresholds)."""
+
+    def __init__(self, model: Any, thresholds: Any, labels: list[str]):
+        self.model, self.thresholds, self.labels = model, list(thresholds), labels
+
+    def present(self, texts: list[str]) -> list[list[str]]:
+        probs = self.model.predict_proba(texts)
+        return [[c for c, p, th in zip(self.labels, row, self.thresholds, strict=True) if p >= th] for row in probs]
+
+
 def _detector(cfg: Any) -> tuple[Any | None, str]:
-    """The value detector from tasks/values.py (annotate stage), or None and the reason it is unavailable."""
+    """The value detector of the annotate stage, or None and the reason it is unavailable (the metric is optional)."""
     path = paths.ROOT / cfg.train.rg_eval.value_detector
     if not path.exists():
-        return None, f"no value detector at {path} (run the annotate stage)"
+        return None, f"no value detector at {path} (run the annotate stages: dvc repro train_value_detector)"
     try:
-        from tasks import values  # owned by the annotate engineer
+        from tasks import values  # type: ignore[attr-defined]  # a dedicated loader, if the annotate stage ships one
+
+        return values.load_detector(path), ""
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from tasks.annotators import load_annotator
+        from tasks.taxonomy import VALUE_CATEGORIES
+
+        model, th, meta, _ = load_annotator(path)
+        labels = list(getattr(model, "label_names", None) or meta.get("label_names") or VALUE_CATEGORIES)
+        return _AnnotatorDetector(model, th, labels), ""
     except ImportError as e:
-        return None, f"tasks/values.py not importable: {e}"
-    for name in ("load_detector", "load_value_detector", "load"):
-        fn = getattr(values, name, None)
-        if callable(fn):
-            try:
-                return fn(path), ""
-            except Exception as e:  # noqa: BLE001 - an optional metric: report why and go on
-                return None, f"tasks.values.{name}({path}) failed: {e}"
-    return None, "tasks/values.py has no load_detector()"
+        return None, f"no detector loader (tasks/values.py or tasks/annotators.py): {e}"
+    except Exception as e:  # noqa: BLE001 - an optional metric: report why and go on
+        return None, f"loading the value detector {path} failed: {e}"
 
 
 def _detect(detector: Any, texts: list[str]) -> list[list[str]]:
-    """Category names the detector finds present in each text (API: present()/detect() names, or predict() probs)."""
+    """Category names the detector finds present in each text (`present()` API, or `predict()` probabilities)."""
     from tasks.taxonomy import VALUE_CATEGORIES
 
-    for name in ("present", "detect"):
-        fn = getattr(detector, name, None)
-        if callable(fn):
-            out = fn(texts)
-            return [list(o) if o and isinstance(next(iter(o)), str) else
-                    [c for c, on in zip(VALUE_CATEGORIES, o, strict=True) if on] for o in out]
+    if callable(getattr(detector, "present", None)):
+        return [list(x) for x in detector.present(texts)]
     probs = detector.predict(texts)
-    thr = getattr(detector, "thresholds", None)
-    thr = list(thr) if thr is not None and hasattr(thr, "__len__") else [float(thr if thr is not None else 0.5)] * len(VALUE_CATEGORIES)
+    thr = getattr(detector, "thresholds", 0.5)
+    thr = list(thr) if hasattr(thr, "__len__") else [float(thr)] * len(VALUE_CATEGORIES)
     return [[c for c, p, th in zip(VALUE_CATEGORIES, row, thr, strict=True) if p >= th] for row in probs]
 
 
@@ -229,11 +241,17 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
         m, c, rj, gens = _rg_eval(model, mtok, sft_test, pairs_test, t)
         logps[name] = (c, rj)
         examples[name] = gens[:10]
+        m["empty_share"] = sum(not g.strip() for g in gens) / len(gens) if gens else math.nan
         if detector is not None:
-            found = _detect(detector, gens)
+            # An empty generation is a miss whatever the detector says (its calibrated thresholds fire on "").
+            found = [d if g.strip() else [] for d, g in zip(_detect(detector, gens), gens, strict=True)]
             m["value_hit_rate"] = train_eval.value_hits(found, [r.get("target_values", []) for r in sft_test[: len(gens)]])
         side[name] = m
         del model
+    if detector is not None and sft_test:  # the human replies of the test split: what a hit rate can reach
+        ev = sft_test[: t.rg_eval.limit] if t.rg_eval.limit else sft_test
+        gold = _detect(detector, [r["messages"][-1]["content"] for r in ev])
+        side["reference"] = {"value_hit_rate": train_eval.value_hits(gold, [r.get("target_values", []) for r in ev])}
     for name in ("sft", "dpo"):
         ref = logps["sft"] if name == "dpo" else (None, None)
         side[name].update(train_eval.preference_metrics(*logps[name], *ref, beta=t.rg_dpo.beta))

@@ -41,6 +41,12 @@ def parse_values(text: str) -> tuple[list[str], bool]:
         if c and c not in names:
             names.append(c)
     malformed = m is None or len(names) != 3 or len(parts) != 3
+    try:  # score what downstream stages will read: the datasets stage's tolerant parser, when present
+        from tasks.prompts import parse_tvd_answer
+
+        names = list(parse_tvd_answer(text) or [])[:3]
+    except ImportError:
+        pass
     return names[:3], malformed
 
 
