@@ -42,7 +42,7 @@ def test_unknown_key_is_named_with_file_and_line(tmp_path):
     assert time.perf_counter() - t0 < 5
     msg = str(e.value)
     assert "sources.datasetz" in msg and str(p) in msg and "unknown key" in msg
-    line = [i for i, l in enumerate(p.read_text().splitlines(), 1) if "datasetz" in l][0]
+    line = [i for i, text in enumerate(p.read_text().splitlines(), 1) if "datasetz" in text][0]
     assert f"{p}:{line}" in msg
 
 
