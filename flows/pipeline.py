@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections import deque
 import sys
 from pathlib import Path
 
@@ -72,11 +73,20 @@ def repro_stage(name: str, force: bool = False, root: str | None = None) -> str:
     where = Path(root) if root else paths.ROOT
     cmd = [_dvc(), "repro", "--single-item", name] + (["--force"] if force else [])
     log.info("$ %s", " ".join(cmd))
-    proc = subprocess.run(cmd, cwd=where, env=_child_env(where), text=True, capture_output=True)
-    log.info("%s", proc.stdout[-4000:])
+    # Stream the stage's output as it comes (training progress, counts) and keep the tail for the error message.
+    tail: deque[str] = deque(maxlen=200)
+    with subprocess.Popen(cmd, cwd=where, env=_child_env(where), text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail.append(line)
+            log.info("[%s] %s", name, line.rstrip())
+    out = "".join(tail)
     if proc.returncode != 0:
-        raise RuntimeError(f"stage {name} failed (dvc repro exit {proc.returncode}):\n{proc.stderr[-8000:]}")
-    return "up-to-date" if "didn't change, skipping" in proc.stdout or "is cached" in proc.stdout else "ran"
+        raise RuntimeError(f"stage {name} failed (dvc repro exit {proc.returncode}):\n{out[-8000:]}")
+    if "is cached" in out:
+        return "restored"  # DVC's run-cache had outputs for exactly these deps and params
+    return "up-to-date" if "didn't change, skipping" in out else "ran"
 
 
 @flow(name="pipeline")
