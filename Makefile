@@ -25,7 +25,7 @@ pipeline: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/esvr pipeline
 
 test: setup
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q --durations=15
 
 test-fast: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not slow"
