@@ -103,7 +103,7 @@ def test_dvc_push_pull_roundtrip(project_copy, mirror, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     remote = tmp_path / "remote"
     assert run_cli(["dvc", "remote", "modify", "local", "url", str(remote)], project_copy).returncode == 0
-    push = run_cli(["dvc", "push"], project_copy)
+    push = run_cli(["dvc", "push", "sources"], project_copy)
     assert push.returncode == 0, push.stderr
     assert any(remote.rglob("*"))
     target = project_copy / "data" / "external" / "esconv" / "train.json"
@@ -111,6 +111,6 @@ def test_dvc_push_pull_roundtrip(project_copy, mirror, tmp_path):
     import shutil
 
     shutil.rmtree(project_copy / "data" / "external")
-    pull = run_cli(["dvc", "pull"], project_copy)
+    pull = run_cli(["dvc", "pull", "sources"], project_copy)
     assert pull.returncode == 0, pull.stderr
     assert target.read_bytes() == digest
