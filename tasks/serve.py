@@ -74,14 +74,26 @@ class EnforcerLogitsProcessor:
 
         self.enforcer = TokenEnforcer(tokenizer_data, parser)
         self.prompt_len = prompt_len
+        # lmfe's JSON parser does not apply max_consecutive_whitespaces between structural tokens (measured: it
+        # allows 12-space tokens before every key), so a tiny model pads its JSON until max_tokens cuts it. We cap
+        # whitespace here: no multi-space tokens, and no whitespace-initial token after a whitespace character.
+        self.text_of = {idx: text for idx, text, _ in tokenizer_data.regular_tokens}
+
+    def _drop_whitespace(self, allowed: list[int], generated: list[int]) -> list[int]:
+        last = self.text_of.get(generated[-1], "") if generated else ""
+        after_ws = not generated or (last[-1:].isspace() if last else False)
+        keep = [t for t in allowed if not ((txt := self.text_of.get(t)) and (txt.strip() == "" and len(txt) > 1
+                                                                           or after_ws and txt[:1].isspace()))]
+        return keep or allowed  # never leave the model without a legal token
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
         mask = torch.full_like(scores, float("-inf"))
         for b in range(input_ids.shape[0]):
-            allowed = self.enforcer.get_allowed_tokens(input_ids[b, self.prompt_len:].tolist()).allowed_tokens
-            mask[b, allowed] = 0.0
+            generated = input_ids[b, self.prompt_len:].tolist()
+            allowed = self.enforcer.get_allowed_tokens(generated).allowed_tokens
+            mask[b, self._drop_whitespace(list(allowed), generated)] = 0.0
         return scores + mask
 
 
