@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections import deque
 import sys
+from collections import deque
 from pathlib import Path
 
 from prefect import flow, task

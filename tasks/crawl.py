@@ -1,7 +1,7 @@
 """Stage `crawl`: Reddit submissions + comments (Pushshift dumps, thread tables, live praw) -> one pseudonymised,
 de-duplicated thread store under data/threads/ (format: docs/CONTRACTS.md "crawl -> data/threads/").
 
-Pure core: `Pseudonymiser`, `normalise_submission/comment`, `build_threads`, `shard_threads`, `parse_thread_table`.
+Pure core: `Pseudonymiser`, `normalise_submission/comment` (over `submission_record/comment_record`), `build_threads`, `shard_threads`, `parse_thread_table`.
 I/O shell: `read_table`, `write_store`, `run`. The dump reader is tasks/pushshift.py, the live crawler
 tasks/reddit_live.py, the Prefect flow flows/crawl.py.
 
@@ -125,29 +125,36 @@ def _strip_prefix(v: Any) -> str:
     return s[3:] if len(s) > 3 and s[2] == "_" and s[0] == "t" else s
 
 
-def normalise_submission(d: dict[str, Any]) -> dict[str, Any] | None:
-    """Dump/API submission -> {kind, id, subreddit, author, created_utc, title, text}; None without an id."""
-    sid = _strip_prefix(d.get("id") or d.get("name"))
+def submission_record(sid: Any, sub: Any, author: Any, t: Any, title: Any, selftext: Any) -> dict[str, Any] | None:
+    """The one submission normalisation (field values in, record out); None without an id. `normalise_submission`
+    feeds it from a dict, the dump reader from its decoded line structs."""
+    sid = _strip_prefix(sid)
     if not sid:
         return None
     return {
         "kind": "s",
         "id": sid,
-        "subreddit": str(d.get("subreddit") or ""),
-        "author": d.get("author") if isinstance(d.get("author"), str) else "[deleted]",
-        "created_utc": to_epoch(d.get("created_utc", d.get("created"))),
-        "title": str(d.get("title") or ""),
-        "text": str(d.get("selftext") or ""),
+        "subreddit": str(sub or ""),
+        "author": author if type(author) is str else "[deleted]",
+        "created_utc": t if type(t) is int else to_epoch(t),
+        "title": str(title or ""),
+        "text": str(selftext or ""),
     }
 
 
-def normalise_comment(d: dict[str, Any]) -> dict[str, Any] | None:
-    """Dump/API comment -> {kind, id, link_id, parent_id, subreddit, author, created_utc, text}; None if unusable.
+def normalise_submission(d: dict[str, Any]) -> dict[str, Any] | None:
+    """Dump/API submission -> {kind, id, subreddit, author, created_utc, title, text}; None without an id."""
+    get = d.get
+    t = get("created_utc")
+    return submission_record(get("id") or get("name"), get("subreddit"), get("author"),
+                             t if t is not None else get("created"), get("title"), get("selftext"))
+
+
+def comment_record(cid: Any, link: Any, parent: Any, t: Any, author: Any, body: Any, sub: Any) -> dict[str, Any] | None:
+    """The one comment normalisation (field values in, record out); None without an id or a link id.
 
     The dump reader's hot path (one call per kept line): plain type checks, no helper calls in the common case.
     """
-    get = d.get
-    cid, link = get("id") or get("name"), get("link_id")
     if not cid or not link:
         return None
     if type(cid) is not str:
@@ -158,11 +165,7 @@ def normalise_comment(d: dict[str, Any]) -> dict[str, Any] | None:
         link = str(link)
     if link[:3] != "t3_":
         link = "t3_" + link
-    parent = get("parent_id") or link
-    t = get("created_utc")
-    if type(t) is not int:
-        t = to_epoch(t if t is not None else get("created"))
-    author, body, sub = get("author"), get("body"), get("subreddit")
+    parent = parent or link
     return {
         "kind": "c",
         "id": cid,
@@ -170,9 +173,17 @@ def normalise_comment(d: dict[str, Any]) -> dict[str, Any] | None:
         "parent_id": parent if type(parent) is str else str(parent),
         "subreddit": sub if type(sub) is str else str(sub or ""),
         "author": author if type(author) is str else "[deleted]",
-        "created_utc": t,
+        "created_utc": t if type(t) is int else to_epoch(t),
         "text": body if type(body) is str else ("" if body is None else str(body)),
     }
+
+
+def normalise_comment(d: dict[str, Any]) -> dict[str, Any] | None:
+    """Dump/API comment -> {kind, id, link_id, parent_id, subreddit, author, created_utc, text}; None if unusable."""
+    get = d.get
+    t = get("created_utc")
+    return comment_record(get("id") or get("name"), get("link_id"), get("parent_id"), t if t is not None else get("created"),
+                          get("author"), get("body"), get("subreddit"))
 
 
 def pseudonymise_record(rec: dict[str, Any], pseudo: Pseudonymiser, rules: ThreadRules) -> dict[str, Any]:
@@ -188,19 +199,33 @@ def pseudonymise_record(rec: dict[str, Any], pseudo: Pseudonymiser, rules: Threa
     return out
 
 
-def pseudonymise_many(recs: list[dict[str, Any]], pseudo: Pseudonymiser, rules: ThreadRules) -> list[dict[str, Any]]:
-    """`pseudonymise_record` for a batch, in place, deciding each distinct author once (the dump reader's hot path)."""
-    seen: dict[str, tuple[str, bool]] = {}
+class AuthorTable(dict):
+    """author -> (pseudonym, is_bot), each distinct name decided once (`pseudonymise_record`'s rule: deleted markers
+    stay, bots are flagged on the raw name, which is not kept). A dict with `__missing__`, so a hit is one C-level
+    lookup in the dump reader's hot loops."""
+
+    def __init__(self, pseudo: Pseudonymiser, rules: ThreadRules):
+        super().__init__()
+        self.pseudo, self.rules = pseudo, rules
+
+    def __missing__(self, a: str) -> tuple[str, bool]:
+        hit = self[a] = (a if a in DELETED else self.pseudo(a), self.rules.is_bot(a))
+        return hit
+
+
+def pseudonymise_many(recs: list[dict[str, Any]], pseudo: Pseudonymiser, rules: ThreadRules,
+                      names: AuthorTable | None = None) -> list[dict[str, Any]]:
+    """`pseudonymise_record` for a batch, in place, deciding each distinct author once (the dump reader's hot path;
+    pass `names` to share the decisions across batches)."""
+    names = AuthorTable(pseudo, rules) if names is None else names
+    scrub = pseudo.scrub
     for r in recs:
-        a = r["author"]
-        hit = seen.get(a)
-        if hit is None:
-            hit = seen[a] = (a if a in DELETED else pseudo(a), rules.is_bot(a))
-        r["author"], r["bot"] = hit
-        if "u/" in r["text"]:
-            r["text"] = pseudo.scrub(r["text"])
-        if r.get("title") and "u/" in r["title"]:
-            r["title"] = pseudo.scrub(r["title"])
+        r["author"], r["bot"] = names[r["author"]]
+        text = r["text"]
+        if "u/" in text:
+            r["text"] = scrub(text)
+        if "title" in r and "u/" in r["title"]:
+            r["title"] = scrub(r["title"])
     return recs
 
 

@@ -5,6 +5,7 @@ here; the genuine dump samples are read from the mirror."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections import Counter
 from pathlib import Path
 
@@ -161,3 +162,73 @@ def test_contract_cli(tmp_path, mirror):
 def test_counter_keys_are_stable():
     assert set(pushshift._empty_counts()) == {"lines", "malformed_lines", "matched", "date_filtered", "parsed"}
     assert isinstance(pushshift._empty_counts(), Counter)
+
+
+DRIFT = [  # each line alone makes a block non-canonical (or tests a canonical edge); the result must not depend on the path
+    {}, {"id": "t1_c9"}, {"link_id": "p3"}, {"parent_id": ""}, {"parent_id": None}, {"created_utc": "1577000009"},
+    {"created_utc": 1577000009.9}, {"created_utc": None, "created": 1577000001}, {"author": None}, {"body": None},
+    {"kind": "t1"}, {"subreddit": "OffMyChest"}, {"id": ""}, {"id": 12345}, {"body": "hi u/user_3, see /u/user_4"},
+    {"author": "[deleted]", "body": "[removed]"}, {"author": "AutoModerator"}, {"subreddit": "other"},
+]
+
+
+@pytest.mark.parametrize("drift", DRIFT, ids=[",".join(d) or "canonical" for d in DRIFT])
+def test_canonical_fast_path_equals_the_general_path(drift):
+    """Dense comment blocks are decoded straight into records when every line already has the normalised types;
+    the general path (kind unknown: per-line normalisation) must give the same records, counts and offsets."""
+    lines = lines_of([comment(i) for i in range(6)] + [{**comment(6), **drift}] + [comment(i) for i in range(7, 12)])
+    block = b"".join(lines)
+    for spec in (SPEC, DumpSpec(subreddit="offmychest", key=b"k", pseudonymise=False),
+                 DumpSpec(subreddit="offmychest", key=b"k", since=1_577_000_003, until=1_577_000_010)):
+        fast = pushshift.parse_block(block, 100, "c", spec)
+        general = pushshift.parse_block(block, 100, None, spec)
+        assert fast == general
+        assert [list(r) for r in fast[0]] == [list(r) for r in general[0]]  # same keys in the same order
+    took_fast = pushshift._canonical_comments(memoryview(block), 12, "offmychest", None, None, None) is not None
+    canonical = not drift or set(drift) <= {"subreddit", "body", "author", "kind"} and None not in drift.values()
+    assert took_fast == canonical  # the comparison above exercised the path it meant to
+
+
+def test_canonical_fast_path_on_the_genuine_dump(mirror):
+    block = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(
+        open(mirror / "pushshift-samples" / "RC_2005-12.zst", "rb")).read()
+    spec = DumpSpec(subreddit="reddit.com", key=b"k")
+    fast, general = pushshift.parse_block(block, 0, "c", spec), pushshift.parse_block(block, 0, None, spec)
+    assert fast == general and len(fast[0]) == 1075
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_truncated_file_through_the_parallel_readers(tmp_path, monkeypatch, workers):
+    """2 workers decompress in a child process, 3 parse in a pool: the error still names file and offset, comes
+    after the records before it, and leaves no process behind."""
+    monkeypatch.setattr(pushshift, "PARALLEL_MIN_BYTES", 0)
+    f = write_zst(tmp_path / "RC_t.zst", lines_of(comment(i) for i in range(4000)), level=3)
+    data = f.read_bytes()
+    cut = tmp_path / "RC_cut.zst"
+    cut.write_bytes(data[: len(data) // 2])
+    seen = []
+    with pytest.raises(DumpError, match=rf"RC_cut\.zst: truncated.*compressed byte {len(data) // 2}"):
+        for recs, *_ in pushshift.iter_dump(cut, SPEC, workers=workers, block_bytes=20_000):
+            seen += recs
+    assert seen and [r["id"] for r in seen] == [f"c{i}" for i in range(len(seen))]
+    assert not multiprocessing.active_children()
+
+
+def test_stopping_a_stream_early_stops_the_decompression_child(tmp_path, monkeypatch):
+    monkeypatch.setattr(pushshift, "PARALLEL_MIN_BYTES", 0)
+    f = write_zst(tmp_path / "RC_s.zst", lines_of(comment(i) for i in range(20000)))
+    it = pushshift.iter_dump(f, SPEC, workers=2, block_bytes=20_000)
+    first = next(it)
+    assert first[0] and multiprocessing.active_children()  # the child is decompressing ahead
+    it.close()
+    assert not multiprocessing.active_children()
+
+
+def test_streamed_batches_add_up_to_the_collected_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(pushshift, "PARALLEL_MIN_BYTES", 0)
+    f = write_zst(tmp_path / "RC_b.zst", lines_of(comment(i, sub="offmychest" if i % 4 else "x") for i in range(3000)))
+    whole = pushshift.read_dump(f, SPEC, workers=1)
+    for workers in (1, 2, 3):
+        batches = list(pushshift.iter_dump(f, SPEC, workers=workers, block_bytes=30_000))
+        assert len(batches) > 3 and [r for b in batches for r in b[0]] == whole.records
+        assert sum((b[1] for b in batches), Counter()) == whole.counts and {b[3] for b in batches} == {"c"}
