@@ -121,7 +121,8 @@ class DatasetsParams(StrictModel):
     min_chars: int = Field(2, ge=1)  # an utterance shorter than this after cleaning is unusable ("[removed]" -> "")
     splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
     dedup: bool = True  # drop repeated (prompt, answer) rows, keeping the first by id
-    # Length filter, in tokens of the tokenizer that trains on the data; keep max_length equal to training's.
+    # Length filter, in tokens of the tokenizer that trains on the data; at most train.trainer.max_length (checked
+    # at load: a longer example would be truncated in training).
     tokenizer: str = "models/tokenizer"  # folder (relative to the project root); absent -> documented estimate
     max_length: int = Field(512, ge=16)
     min_answer_tokens: int = Field(8, ge=1)  # a prompt must leave at least this many tokens for the answer
@@ -445,10 +446,32 @@ def resolve_profile(name_or_path: str | Path) -> tuple[dict[str, Any], list[Path
     return _deep_merge(base, data), [*files, path]
 
 
+def _where(files: list[Path], loc: tuple[Any, ...]) -> str:
+    """`file:line` of the override that set the dotted key `loc` (the last file that has it)."""
+    for f in reversed(files):
+        line = _line_of(f, loc)
+        if line is not None:
+            return f"{f}:{line}"
+    return str(files[-1])
+
+
+def _cross_checks(params: Params, files: list[Path]) -> Params:
+    """Rules between groups (each group validates itself). datasets.max_length filters examples with the tokenizer
+    that trains on them; a limit above the trainer's would keep examples the trainer then truncates, cutting the
+    answer off the end of SFT rows."""
+    d, t = params.datasets.max_length, params.train.trainer.max_length
+    if d > t:
+        raise ConfigError(
+            f"invalid params:\n  {_where(files, ('datasets', 'max_length'))}: datasets.max_length ({d}) exceeds "
+            f"train.trainer.max_length ({t}, {_where(files, ('train', 'trainer', 'max_length'))}): examples the "
+            "filter keeps would be truncated in training; set datasets.max_length <= train.trainer.max_length")
+    return params
+
+
 def validate(data: dict[str, Any], files: list[Path]) -> Params:
     """Validate a raw params dict; errors name the (last) file defining each bad key, its line and the key."""
     try:
-        return Params.model_validate(data)
+        return _cross_checks(Params.model_validate(data), files)
     except ValidationError as e:
         problems = []
         for err in e.errors():

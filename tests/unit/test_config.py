@@ -76,3 +76,17 @@ def test_group_view_refuses_undeclared_groups():
     assert view.profile == "tiny"
     with pytest.raises(AttributeError, match="does not declare"):
         _ = view.tracking
+
+
+def test_dataset_length_filter_may_not_exceed_the_training_window(tmp_path, monkeypatch):
+    """One fact, two stages: the datasets filter (in tokens) must not keep examples the trainer would truncate."""
+    monkeypatch.setattr(config.paths, "PROFILES_DIR", tmp_path)
+    (tmp_path / "tiny.yaml").write_text((config.paths.ROOT / "profiles" / "tiny.yaml").read_text())
+    (tmp_path / "long.yaml").write_text("extends: tiny\ndatasets:\n  max_length: 4096\n")
+    with pytest.raises(ConfigError) as e:
+        load_profile("long")
+    msg = str(e.value)
+    assert f"{tmp_path / 'long.yaml'}:3: datasets.max_length (4096) exceeds train.trainer.max_length (384" in msg
+    assert f"{tmp_path / 'tiny.yaml'}:" in msg  # where the trainer's window is set
+    (tmp_path / "short.yaml").write_text("extends: tiny\ndatasets:\n  max_length: 256\n")
+    assert load_profile("short").datasets.max_length == 256  # a tighter filter is fine
