@@ -422,10 +422,12 @@ def local_server(models: dict[str, str], timeout_s: float = 180.0, log_file: Pat
 
 
 def model_fingerprints(models: dict[str, str]) -> dict[str, str]:
-    """Weights hash of each local model dir (part of the cache key: retraining re-asks)."""
-    from tasks.hashing import sha256_tree
+    """Weights hash of each local model dir plus the hash of the serving code (part of the cache key: retraining,
+    or a change in how tasks/serve.py decodes, re-asks instead of replaying answers the old code produced)."""
+    from tasks.hashing import sha256_file, sha256_tree
 
-    return {name: sha256_tree(path)[:16] for name, path in models.items()}
+    server = sha256_file(Path(__file__).with_name("serve.py"))[:8]
+    return {name: f"{sha256_tree(path)[:16]}-{server}" for name, path in models.items()}
 
 
 @contextlib.contextmanager

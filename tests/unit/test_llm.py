@@ -104,3 +104,17 @@ def test_budget_cap_stops_before_spending_more(tmp_path):
         llm2 = _llm(m.url, tmp_path / "c.sqlite", price=1e5, budget_usd=100.0)
         _ask(llm2, n=5)
         assert m.state.hits == 5 and llm2.ledger.roles["seeker"].cached == 2
+
+
+def test_local_model_fingerprint_covers_weights_and_serving_code(tmp_path, monkeypatch):
+    from tasks import llm as llm_mod
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(b"weights")
+    fp = llm_mod.model_fingerprints({"m": str(tmp_path / "m")})["m"]
+    (tmp_path / "m" / "w.bin").write_bytes(b"retrained")
+    assert llm_mod.model_fingerprints({"m": str(tmp_path / "m")})["m"].split("-")[0] != fp.split("-")[0]
+    served = tmp_path / "serve.py"
+    served.write_text("# other decoding code\n")
+    monkeypatch.setattr(llm_mod, "__file__", str(tmp_path / "llm.py"))  # serve.py is looked up beside llm.py
+    assert llm_mod.model_fingerprints({"m": str(tmp_path / "m")})["m"].split("-")[1] != fp.split("-")[1]
