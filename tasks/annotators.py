@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from tasks import paths
+from tasks.devices import torch_device
 from tasks.taxonomy import VALUE_CATEGORIES
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,8 @@ class MeanPoolClassifier:
     """Encoder + masked mean pooling + linear head (a thin holder around two torch modules)."""
 
     def __init__(self, encoder: Any, head: Any, tokenizer: Any, label_names: list[str], max_length: int):
-        self.encoder, self.head, self.tokenizer = encoder, head, tokenizer
+        self.device = torch_device()  # the GPU on the worker, the CPU elsewhere
+        self.encoder, self.head, self.tokenizer = encoder.to(self.device), head.to(self.device), tokenizer
         self.label_names, self.max_length = list(label_names), max_length
 
     @classmethod
@@ -260,7 +262,7 @@ class MeanPoolClassifier:
         for i, x in enumerate(ids):
             inp[i, : len(x)] = torch.tensor(x, dtype=torch.long)
             att[i, : len(x)] = 1
-        return inp, att
+        return inp.to(self.device), att.to(self.device)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64, max_tokens: int = 0,
                       token_ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
@@ -278,7 +280,7 @@ class MeanPoolClassifier:
         with torch.inference_mode():
             for idx in length_batches(token_ids, batch_size, max_tokens):
                 inp, att = self.collate([token_ids[i] for i in idx])
-                out[idx] = torch.sigmoid(self.logits(inp, att)).float().numpy()
+                out[idx] = torch.sigmoid(self.logits(inp, att)).float().cpu().numpy()
         return out
 
     def save(self, folder: str | Path, thresholds: np.ndarray, extra: dict[str, Any] | None = None) -> None:
@@ -289,7 +291,7 @@ class MeanPoolClassifier:
         folder.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-        save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, str(folder / "head.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(folder / "head.safetensors"))
         meta = {"format": FORMAT_VERSION, "labels": self.label_names, "pooling": "mean", "max_length": self.max_length}
         meta.update(extra or {})
         (folder / "annotator.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -411,7 +413,7 @@ def train_classifier(train: LabelledTexts, dev: LabelledTexts, cfg: Any, seed: i
             if step >= total:
                 break
             inp, att = model.collate([train_ids[i] for i in batch])
-            loss = loss_fn(model.logits(inp, att), y_train[batch])
+            loss = loss_fn(model.logits(inp, att), y_train[batch].to(model.device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at step {step}: lower the learning rates")
             opt.zero_grad(set_to_none=True)

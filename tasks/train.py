@@ -41,9 +41,11 @@ def load_causal_lm(model_dir: str | Path, dtype: str = "float32") -> tuple[Any, 
     import torch
     from transformers import AutoModelForCausalLM
 
+    from tasks.devices import torch_device
+
     tok = tiny_lm.load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
-    return model, tok
+    return model.to(torch_device()), tok  # evaluation generates with it: an 8B model on the worker's GPU
 
 
 def register(model_dir: Path, name: str, aliases: list[str], artifact_path: str = "model",
