@@ -32,7 +32,7 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check tasks flows tests benchmarks
-	-$(BIN)/mypy tasks flows   # advisory for now: a few Optional-narrowing warnings remain (see docs)
+	$(BIN)/mypy tasks flows
 
 bench: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks

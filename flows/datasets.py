@@ -22,6 +22,7 @@ def log_mlflow_inputs(out_dir: Path) -> int:
     """Log every dataset split as an MLflow dataset input (digest + schema + source path), cards as artifacts."""
     import mlflow
     import pandas as pd
+    from mlflow.data.pandas_dataset import from_pandas
 
     n = 0
     for name in datasets.DATASETS:
@@ -37,7 +38,7 @@ def log_mlflow_inputs(out_dir: Path) -> int:
             with warnings.catch_warnings():
                 # MLflow 3.17 registers the local-file source twice and warns that a path is ambiguous between them.
                 warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-                ds = mlflow.data.from_pandas(df, source=str(split_file.resolve()), name=f"{name}-{split_file.stem}",
+                ds = from_pandas(df, source=str(split_file.resolve()), name=f"{name}-{split_file.stem}",
                                              targets="answer")
             mlflow.log_input(ds, context=split_file.stem, tags={"esvr.dataset": name, "rows": str(len(df))})
             n += 1

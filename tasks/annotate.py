@@ -153,7 +153,8 @@ def annotate_all(cfg: Any, threads_dir: Path | None = None, out_dir: Path | None
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    summary = {"shards": len(shards), "cached": 0, "annotated": 0, "utterances": 0, "skipped": 0, "seconds": 0.0}
+    summary: dict[str, Any] = {"shards": len(shards), "cached": 0, "annotated": 0, "utterances": 0, "skipped": 0,
+                               "seconds": 0.0}
     t0 = time.time()
     for s in shards:
         out = out_dir / s.name

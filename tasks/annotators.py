@@ -326,7 +326,9 @@ class MeanPoolClassifier:
 def length_batches(token_ids: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 0) -> list[list[int]]:
     """Indices grouped into batches of similar length (sorted, longest first) so padding wastes little."""
     order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
-    batches, cur, longest = [], [], 0
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
     for i in order:
         n = len(token_ids[i])
         longest = max(longest, n)

@@ -316,7 +316,7 @@ def build_threads(
             if not rules.keep_without_submission:
                 stats["comments_without_submission"] += len(by_link[link])
                 continue
-            srcs = sorted({comments[c["id"]][1] for c in by_link[link]}, key=SOURCE_PRIORITY.get)
+            srcs = sorted({comments[c["id"]][1] for c in by_link[link]}, key=lambda s: SOURCE_PRIORITY.get(s, len(SOURCE_PRIORITY)))
             source = srcs[0]
             post = {"kind": "s", "id": sid, "subreddit": by_link[link][0]["subreddit"], "author": "",
                     "created_utc": None, "title": "", "text": ""}
@@ -408,11 +408,12 @@ def parse_thread_table(rows: Iterable[list[str]], subreddit: str, name: str = "<
             out.append({"kind": "c", "id": _strip_prefix(rid), "link_id": "", "parent_id": parent,
                         "subreddit": subreddit, "author": author, "created_utc": None, "text": text})
     # Tables give only the parent: resolve each comment's thread by walking parents up to the t3_ id.
-    parent_of = {r["id"]: r["parent_id"] for r in out if r["kind"] == "c"}
+    parent_of: dict[str, str] = {r["id"] or "": r["parent_id"] or "" for r in out if r["kind"] == "c"}
     for r in out:
         if r["kind"] != "c":
             continue
-        p, seen = r["parent_id"], 0
+        p: str = r["parent_id"] or ""
+        seen = 0
         while p.startswith("t1_") and p[3:] in parent_of and seen < 10_000:
             p, seen = parent_of[p[3:]], seen + 1
         if p.startswith("t3_"):

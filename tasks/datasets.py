@@ -226,8 +226,11 @@ def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: 
         # Seed per example so the sample does not depend on which other threads are in the run.
         rng = random.Random(f"{seed}:{outcome['id']}")
         seen: set[str] = set()
-        unique = [x for x in sorted(candidates, key=lambda x: x["id"])
-                  if not (_norm(x["text"]) in seen or seen.add(_norm(x["text"])))]
+        unique = []
+        for x in sorted(candidates, key=lambda x: x["id"]):
+            if _norm(x["text"]) not in seen:
+                seen.add(_norm(x["text"]))
+                unique.append(x)
         # Keep a seeded order of spare candidates: assemble() takes the first max_rejected_per_example that pass
         # the length filter, so one over-long comment does not cost the pair.
         rejected = rng.sample(unique, min(REJECTED_POOL_FACTOR * cfg.max_rejected_per_example, len(unique)))
@@ -413,7 +416,7 @@ def make_token_counter(tokenizer_dir: Path, chars_per_token: float) -> tuple[Tok
     desc = f"tokenizer:{tokenizer_dir}@{sha256_tree(tokenizer_dir)[:12]}"
     if tok.chat_template:
         def count(msgs: list[dict[str, str]], gen: bool) -> int:
-            ids = tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen)
+            ids: Any = tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen)
             if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
                 ids = ids["input_ids"]
             return len(ids)
@@ -643,7 +646,8 @@ def contract_violations(data: dict[str, dict[str, list[dict[str, Any]]]], known_
                     bad.append(f"{where}: thread {tid} is in both {split_of[tid]} and {split}")
                 if not r.get("id") or r["id"] in ids:
                     bad.append(f"{where}: missing or repeated id {r.get('id')!r}")
-                ids.add(r.get("id"))
+                if r.get("id"):
+                    ids.add(r["id"])
                 target = r.get("target_values") or []
                 if name == "tvd":
                     answer = r["messages"][-1]

@@ -417,7 +417,7 @@ def local_server(models: dict[str, str], timeout_s: float = 180.0, log_file: Pat
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        if log_file:
+        if not isinstance(out, int):  # a log file, not subprocess.DEVNULL
             out.close()
 
 

@@ -119,7 +119,7 @@ def run_tvd(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ck
     t0 = time.time()
     gens = train_eval.generate(model, tok, [r["messages"][:-1] for r in ev], t.tvd_eval.max_new_tokens,
                                t.tvd_eval.batch_size, t.trainer.max_length)
-    metrics = train_eval.tvd_metrics(gens, golds[: len(ev)], prior)
+    metrics: dict[str, Any] = dict(train_eval.tvd_metrics(gens, golds[: len(ev)], prior))
     metrics.update(train_loss=res.train_loss, global_step=res.global_step, train_seconds=res.seconds,
                    eval_seconds=round(time.time() - t0, 2), **{k: v for k, v in res.eval_metrics.items() if k == "eval_loss"})
     log.info("TVD test: F1 %.3f (baseline %.3f), malformed %d/%d; examples: %s", metrics["tvd.f1"],
@@ -201,8 +201,8 @@ def _detect(detector: Any, texts: list[str]) -> list[list[str]]:
     if callable(getattr(detector, "present", None)):
         return [list(x) for x in detector.present(texts)]
     probs = detector.predict(texts)
-    thr = getattr(detector, "thresholds", 0.5)
-    thr = list(thr) if hasattr(thr, "__len__") else [float(thr)] * len(VALUE_CATEGORIES)
+    raw: Any = getattr(detector, "thresholds", 0.5)
+    thr = [float(x) for x in raw] if hasattr(raw, "__len__") else [float(raw)] * len(VALUE_CATEGORIES)
     return [[c for c, p, th in zip(VALUE_CATEGORIES, row, thr, strict=True) if p >= th] for row in probs]
 
 
@@ -255,8 +255,8 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
         gold = _detect(detector, [r["messages"][-1]["content"] for r in ev])
         side["reference"] = {"value_hit_rate": train_eval.value_hits(gold, [r.get("target_values", []) for r in ev])}
     for name in ("sft", "dpo"):
-        ref = logps["sft"] if name == "dpo" else (None, None)
-        side[name].update(train_eval.preference_metrics(*logps[name], *ref, beta=t.rg_dpo.beta))
+        (chosen, rejected), (ref_c, ref_r) = logps[name], (logps["sft"] if name == "dpo" else (None, None))
+        side[name].update(train_eval.preference_metrics(chosen, rejected, ref_c, ref_r, beta=t.rg_dpo.beta))
     # Champion: DPO replaces SFT only if it prefers the held-out chosen replies at least as often (and, when the
     # detector is available, does not lower the value-hit rate).
     better = side["dpo"].get("pref_accuracy", 0) >= side["sft"].get("pref_accuracy", 0) and (

@@ -100,7 +100,8 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def _step_of(ckpt: Path | None) -> int:
-    return int(_CKPT_RE.match(ckpt.name).group(1)) if ckpt else 0
+    m = _CKPT_RE.match(ckpt.name) if ckpt else None
+    return int(m.group(1)) if m else 0
 
 
 def prepare_checkpoints(ckpt_dir: Path, fp: str) -> Path | None:
