@@ -154,6 +154,19 @@ def _load_model(base: str, dtype: str) -> Any:
     return AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
 
 
+def canonical_adapter_config(path: Path) -> None:
+    """Sort the list fields of a saved PEFT adapter_config.json. PEFT keeps `target_modules` as a set and writes it
+    in hash order, which changes with PYTHONHASHSEED: equal weights then give a different folder hash, and DVC
+    re-runs every stage downstream of an unchanged model."""
+    if not path.is_file():
+        return
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    for k, v in cfg.items():
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            cfg[k] = sorted(v)
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def _save_outputs(trainer: Any, tok: Any, out_dir: Path, peft: bool) -> str | None:
     """Adapter to <out>/adapter, merged model + tokenizer + template to <out>, via a `.partial` folder."""
     from tasks.tiny_lm import save_tokenizer
@@ -166,6 +179,7 @@ def _save_outputs(trainer: Any, tok: Any, out_dir: Path, peft: bool) -> str | No
     model = trainer.model
     if peft:
         trainer.save_model(str(partial / "adapter"))
+        canonical_adapter_config(partial / "adapter" / "adapter_config.json")
         model = model.merge_and_unload()
     model.save_pretrained(str(partial))
     save_tokenizer(tok, partial)
