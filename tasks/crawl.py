@@ -186,13 +186,16 @@ def normalise_comment(d: dict[str, Any]) -> dict[str, Any] | None:
                           get("author"), get("body"), get("subreddit"))
 
 
+def author_decision(a: str, pseudo: Pseudonymiser, rules: ThreadRules) -> tuple[str, bool]:
+    """The one rule for an author: (pseudonym, is_bot). Deleted markers stay (they are not names); bots are flagged
+    on the raw name, which is not kept."""
+    return (a if a in DELETED else pseudo(a), rules.is_bot(a))
+
+
 def pseudonymise_record(rec: dict[str, Any], pseudo: Pseudonymiser, rules: ThreadRules) -> dict[str, Any]:
-    """Replace the author by its pseudonym (deleted markers stay, they are not names), scrub u/ mentions and flag
-    bots (decided on the raw name, which is not kept)."""
-    a = rec["author"]
+    """Replace the author by its pseudonym and flag bots (`author_decision`), scrub u/ mentions."""
     out = dict(rec)
-    out["bot"] = rules.is_bot(a)
-    out["author"] = a if a in DELETED else pseudo(a)
+    out["author"], out["bot"] = author_decision(rec["author"], pseudo, rules)
     out["text"] = pseudo.scrub(rec["text"])
     if rec.get("title"):
         out["title"] = pseudo.scrub(rec["title"])
@@ -200,16 +203,15 @@ def pseudonymise_record(rec: dict[str, Any], pseudo: Pseudonymiser, rules: Threa
 
 
 class AuthorTable(dict):
-    """author -> (pseudonym, is_bot), each distinct name decided once (`pseudonymise_record`'s rule: deleted markers
-    stay, bots are flagged on the raw name, which is not kept). A dict with `__missing__`, so a hit is one C-level
-    lookup in the dump reader's hot loops."""
+    """author -> `author_decision`, each distinct name decided once. A dict with `__missing__`, so a hit is one
+    C-level lookup in the dump reader's hot loops."""
 
     def __init__(self, pseudo: Pseudonymiser, rules: ThreadRules):
         super().__init__()
         self.pseudo, self.rules = pseudo, rules
 
     def __missing__(self, a: str) -> tuple[str, bool]:
-        hit = self[a] = (a if a in DELETED else self.pseudo(a), self.rules.is_bot(a))
+        hit = self[a] = author_decision(a, self.pseudo, self.rules)
         return hit
 
 
