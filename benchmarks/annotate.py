@@ -1,4 +1,4 @@
-"""Annotation throughput: batched inference (tasks/annotators.py) vs a naive transformers pipeline, one text at a time.
+"""Annotation throughput: batched inference (tasks/annotators/classifier.py) vs a naive transformers pipeline, one text at a time.
 
 Both sides run the same value detector (encoder + mean pooling + linear head) on the same real Reddit utterances
 (GoEmotions train.tsv comments, read from the public-data mirror at run time). Reports texts/s, the speed-up, and
@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-import tasks  # noqa: F401  - offline flags before transformers is imported
-from tasks import annotators, paths
+from tasks.annotators import classifier as annotators
+from tasks.common import env, paths
+
+env.apply_defaults(offline=True)  # before prefect/mlflow/transformers are imported
 
 
 def reddit_texts(n: int, seed: int = 0) -> list[str]:

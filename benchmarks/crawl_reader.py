@@ -35,8 +35,8 @@ from pathlib import Path
 import orjson
 import zstandard
 
-from tasks import paths
-from tasks.pushshift import DumpSpec, iter_dump, read_dump
+from tasks.common import paths
+from tasks.crawl.pushshift import DumpSpec, iter_dump, read_dump
 
 WANTED = "offmychest"
 SAMPLE = "pushshift-samples/RC_2005-12.zst"

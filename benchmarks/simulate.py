@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from tasks import simulate
-from tasks.io import write_jsonl
-from tasks.llm import LLM, Role, free_port, wait_healthy
+from tasks.common.io import write_jsonl
+from tasks.llm.client import LLM, Role, free_port, wait_healthy
 
 
 def measure(url: str, n_dialogues: int, concurrency: int, turns: int, work: Path) -> dict:
@@ -52,7 +52,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     port = free_port()
     # the server in its own process, so its event loop does not share our GIL
-    server = subprocess.Popen([sys.executable, "-m", "tasks.mock_llm", "--port", str(port), "--latency",
+    server = subprocess.Popen([sys.executable, "-m", "tests.fakes.mock_llm", "--port", str(port), "--latency",
                                str(a.latency)])
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health", 60, server)

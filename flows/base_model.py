@@ -6,11 +6,13 @@ import logging
 
 from prefect import flow
 
-from tasks import paths, tiny_lm
-from tasks.io import write_json
-from tasks.orchestration import stage_params
-from tasks.tracking import stage_run
-from tasks.trainers import bounded_params
+from tasks import base_model
+from tasks.common import paths
+from tasks.common.io import write_json
+from tasks.common.orchestration import stage_params
+from tasks.common.tracking import stage_run
+from tasks.domain import chat_template
+from tasks.train.trainers import bounded_params
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,8 @@ def base_model_flow(params_file: str = "params.yaml") -> dict:
     with stage_run("base_model", cfg.profile, cfg.tracking.experiment, params=params):
         import mlflow
 
-        report = tiny_lm.run(cfg.base_model, cfg.seed, cfg.train.trainer)
+        report = base_model.run(cfg.base_model, cfg.seed, cfg.train.trainer)
         mlflow.log_metrics({f"base_model.{k}": float(v) for k, v in report.items()})
-        mlflow.log_artifact(str(paths.MODELS / "tokenizer" / tiny_lm.TEMPLATE_FILE), "tokenizer")
+        mlflow.log_artifact(str(paths.MODELS / "tokenizer" / chat_template.TEMPLATE_FILE), "tokenizer")
         write_json(paths.METRICS / "base_model.json", report)
     return report

@@ -10,17 +10,18 @@ from typing import Any
 
 from prefect import flow, task
 
-from tasks import crawl, paths
-from tasks.hashing import sha256_file
-from tasks.io import write_json
-from tasks.orchestration import shard_task, stage_params
-from tasks.tracking import stage_run
+from tasks.common import paths
+from tasks.common.hashing import sha256_file
+from tasks.common.io import write_json
+from tasks.common.orchestration import shard_task, stage_params
+from tasks.common.tracking import stage_run
+from tasks.crawl import crawl, records
 
 log = logging.getLogger(__name__)
 
 
-def _pseudo(g: dict[str, Any], seed: int) -> crawl.Pseudonymiser:
-    return crawl.pseudonymiser_from_env(g["pseudonym_fallback"], seed)
+def _pseudo(g: dict[str, Any], seed: int) -> records.Pseudonymiser:
+    return records.pseudonymiser_from_env(g["pseudonym_fallback"], seed)
 
 
 @shard_task(name="crawl-table")
@@ -40,7 +41,7 @@ def live_task(retries: int, delay: float):
 
     @task(name="crawl-live", retries=retries, retry_delay_seconds=delay)
     def crawl_live(lv: dict, state_dir: str, g: dict, seed: int):
-        from tasks import reddit_live
+        from tasks.crawl import reddit_live
 
         reddit_live.crawl(lv, Path(state_dir), _pseudo(g, seed), crawl.rules_from(g))
         return reddit_live.live_part(Path(state_dir))
@@ -78,5 +79,5 @@ def crawl_flow(params_file: str = "params.yaml") -> dict:
 
 def _need(p: Path, rel: str) -> None:
     if not p.is_file():
-        raise crawl.CrawlError(f"{p}: crawl input {rel!r} (params crawl.tables/dumps) is missing; run `dvc repro sources` "
+        raise records.CrawlError(f"{p}: crawl input {rel!r} (params crawl.tables/dumps) is missing; run `dvc repro sources` "
                                "or `esvr data fetch` first")

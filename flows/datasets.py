@@ -10,10 +10,11 @@ from typing import Any
 
 from prefect import flow
 
-from tasks import datasets, paths
-from tasks.io import write_json
-from tasks.orchestration import stage_params
-from tasks.tracking import stage_run
+from tasks import datasets
+from tasks.common import paths
+from tasks.common.io import write_json
+from tasks.common.orchestration import stage_params
+from tasks.common.tracking import stage_run
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,12 @@ from typing import Any
 
 from prefect import flow
 
-from tasks import paths, personas
-from tasks.io import write_json
-from tasks.llm import BudgetExceeded, open_llm
-from tasks.orchestration import stage_params
-from tasks.tracking import stage_run
+from tasks import personas
+from tasks.common import paths
+from tasks.common.io import write_json
+from tasks.common.orchestration import stage_params
+from tasks.common.tracking import stage_run
+from tasks.llm.client import BudgetExceeded, open_llm
 
 log = logging.getLogger(__name__)
 

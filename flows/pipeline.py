@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from tasks import paths
+from tasks.common import paths
 
 log = logging.getLogger(__name__)
 

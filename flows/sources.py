@@ -6,10 +6,11 @@ import logging
 
 from prefect import flow
 
-from tasks import paths, sources
-from tasks.io import write_json
-from tasks.orchestration import stage_params
-from tasks.tracking import stage_run
+from tasks import sources
+from tasks.common import paths
+from tasks.common.io import write_json
+from tasks.common.orchestration import stage_params
+from tasks.common.tracking import stage_run
 
 log = logging.getLogger(__name__)
 

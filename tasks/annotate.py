@@ -5,7 +5,7 @@ Pure core: `annotate_threads(threads, models, cfg)`. I/O shell: `run_shard()` re
 data/annotated/shards/<same name>.jsonl. `annotate_shard` is the Prefect task, cached across runs on the shard's
 content hash + both models' content hashes + the annotate params + CACHE_VERSION, so new crawl shards are the only
 ones annotated again. Inference: tokenise once, length-sorted batches capped by a token budget, dynamic padding,
-`torch.inference_mode` (tasks/annotators.py).
+`torch.inference_mode` (tasks/annotators/classifier.py).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from tasks import annotators, paths
-from tasks.hashing import sha256_file, sha256_tree
-from tasks.io import read_jsonl, write_jsonl
-from tasks.orchestration import shard_task
+from tasks.annotators import classifier as annotators
+from tasks.common import paths, registry
+from tasks.common.hashing import sha256_file, sha256_tree
+from tasks.common.io import read_jsonl, write_jsonl
+from tasks.common.orchestration import shard_task
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +50,19 @@ class Models:
 
 def load_models(value_uri: str, emotion_uri: str) -> Models:
     """Load the value detector and the emotion model from folders or MLflow URIs (cached per process)."""
-    v_folder = annotators.resolve_model_uri(value_uri)
-    e_folder = annotators.resolve_model_uri(emotion_uri)
+    v_folder = registry.resolve(value_uri)
+    e_folder = registry.resolve(emotion_uri)
     return _load_models(str(v_folder), str(e_folder))
 
 
 @functools.lru_cache(maxsize=2)
 def _load_models(v_folder: str, e_folder: str) -> Models:
-    from tasks.taxonomy import VALUE_CATEGORIES
+    from tasks.domain.taxonomy import VALUE_CATEGORIES
 
     vm, _, _ = annotators.MeanPoolClassifier.load(v_folder)
     em, _, _ = annotators.MeanPoolClassifier.load(e_folder)
     if tuple(vm.label_names) != VALUE_CATEGORIES:
-        raise AnnotateError(f"{v_folder}: labels are not the 20 categories of tasks.taxonomy.VALUE_CATEGORIES")
+        raise AnnotateError(f"{v_folder}: labels are not the 20 categories of tasks.domain.taxonomy.VALUE_CATEGORIES")
     sent = Path(e_folder) / "sentiment_dict.json"
     if not sent.is_file():
         raise AnnotateError(f"{e_folder}: no sentiment_dict.json (retrain with `dvc repro train_emotion`)")
@@ -72,7 +73,7 @@ def _load_models(v_folder: str, e_folder: str) -> Models:
 
 def model_version(uri: str) -> str:
     """Content hash of a model folder: the cache key part that changes when a model is retrained."""
-    return sha256_tree(annotators.resolve_model_uri(uri))[:16]
+    return sha256_tree(registry.resolve(uri))[:16]
 
 
 def annotate_texts(texts: list[str], models: Models, cfg: Any) -> dict[str, np.ndarray]:
@@ -128,7 +129,7 @@ def run_shard(in_path: str | Path, out_path: str | Path, models: Models, cfg: An
 def annotate_shard(in_path: str, shard_hash: str, out_path: str, value_uri: str, emotion_uri: str,
                    model_versions: dict[str, str], cfg: dict[str, Any], cache_version: str = CACHE_VERSION) -> dict[str, Any]:
     """Prefect task for one shard. Cache key: shard hash + model versions + params + cache_version (+ paths)."""
-    from tasks.config import AnnotateParams
+    from tasks.common.config import AnnotateParams
 
     c = AnnotateParams(**cfg)
     return run_shard(in_path, out_path, load_models(value_uri, emotion_uri), c)

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks import paths, prompts
-from tasks.hashing import content_id, sha256_tree
-from tasks.io import atomic_open, read_json, read_jsonl, write_json, write_jsonl
-from tasks.taxonomy import N_VALUES, VALUE_CATEGORIES
+from tasks.common import paths
+from tasks.common.hashing import content_id, sha256_tree
+from tasks.common.io import atomic_open, read_json, read_jsonl, write_json, write_jsonl
+from tasks.domain import prompts
+from tasks.domain.taxonomy import N_VALUES, VALUE_CATEGORIES
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +413,7 @@ def make_token_counter(tokenizer_dir: Path, chars_per_token: float) -> tuple[Tok
     tok.model_max_length = 1 << 30  # we only count: no "sequence longer than the maximum" warning per long example
     tpl = tokenizer_dir / "chat_template.jinja"
     if tpl.is_file():
-        tok.chat_template = tpl.read_text(encoding="utf-8")  # the explicit artifact wins (same as tasks.tiny_lm)
+        tok.chat_template = tpl.read_text(encoding="utf-8")  # the explicit artifact wins (same as tasks.base_model)
     desc = f"tokenizer:{tokenizer_dir}@{sha256_tree(tokenizer_dir)[:12]}"
     if tok.chat_template:
         def count(msgs: list[dict[str, str]], gen: bool) -> int:
@@ -511,7 +512,7 @@ def render_card(name: str, stats: dict[str, Any], extraction: dict[str, Any], cf
     s = stats[name]
     lines = [
         f"# Data card: {name} ({title})", "",
-        f"**What:** {what}", f"**Format:** {fmt}; prompts from `tasks/prompts.py` version {prompts.PROMPT_VERSION}.", "",
+        f"**What:** {what}", f"**Format:** {fmt}; prompts from `tasks/domain/prompts.py` version {prompts.PROMPT_VERSION}.", "",
         "## Source",
         "Reddit threads from `data/threads` (crawl stage) with value/emotion annotations from `data/annotated` "
         f"(annotate stage). Input hashes: threads `{inputs['threads'][:12]}`, annotations `{inputs['annotated'][:12]}`.",
@@ -707,8 +708,8 @@ def extract_shard_cached(threads_path: Path, annotated_path: Path, cfg: Any, see
 
 
 def _extract_task():
-    from tasks.config import DatasetsParams
-    from tasks.orchestration import shard_task
+    from tasks.common.config import DatasetsParams
+    from tasks.common.orchestration import shard_task
 
     @shard_task(name="datasets-extract-shard")
     def extract_shard_task(threads_path: str, threads_sha: str, annotated_path: str, annotated_sha: str,

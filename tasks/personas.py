@@ -19,10 +19,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-from tasks.hashing import content_id
-from tasks.io import read_jsonl, write_jsonl
-from tasks.llm import LLM, BudgetExceeded, LLMError, stable_seed
-from tasks.sim_prompts import SIM_PROMPT_VERSION, persona_messages, persona_schema
+from tasks.common.hashing import content_id
+from tasks.common.io import read_jsonl, write_jsonl
+from tasks.domain.sim_prompts import SIM_PROMPT_VERSION, persona_messages, persona_schema
+from tasks.llm.client import LLM, BudgetExceeded, LLMError, stable_seed
 
 log = logging.getLogger(__name__)
 

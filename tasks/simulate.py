@@ -25,11 +25,10 @@ from typing import Any
 
 import orjson
 
-from tasks import prompts
-from tasks.hashing import content_id
-from tasks.io import read_jsonl, write_jsonl
-from tasks.llm import LLM, BudgetExceeded, LLMError, stable_seed
-from tasks.sim_prompts import (
+from tasks.common.hashing import content_id
+from tasks.common.io import read_jsonl, write_jsonl
+from tasks.domain import prompts
+from tasks.domain.sim_prompts import (
     SEEKER_SCHEMA,
     SIM_PROMPT_VERSION,
     SUPPORTER_SYSTEM,
@@ -38,6 +37,7 @@ from tasks.sim_prompts import (
     teacher_messages,
     tvd_regex,
 )
+from tasks.llm.client import LLM, BudgetExceeded, LLMError, stable_seed
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from tasks import paths
-from tasks.hashing import sha256_file
-from tasks.io import atomic_copy, atomic_open, write_json
+from tasks.common import paths
+from tasks.common.hashing import sha256_file
+from tasks.common.io import atomic_copy, atomic_open, write_json
 
 log = logging.getLogger(__name__)
 

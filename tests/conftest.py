@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import tasks  # noqa: F401  - sets PREFECT_HOME, HF offline flags, ... before prefect/mlflow are imported
-from tasks import paths
+from tasks.common import env, paths
+
+env.apply_defaults(offline=True)  # before prefect/mlflow/transformers are imported
 
 ROOT = paths.ROOT
 BIN = Path(sys.executable).parent
@@ -23,7 +24,7 @@ def prefect_api(tmp_path_factory):
     """A real, temporary Prefect API for the whole session (one server, heartbeats off)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from tasks.orchestration import quiet_heartbeats
+    from tasks.common.orchestration import quiet_heartbeats
 
     with prefect_test_harness(server_startup_timeout=90), quiet_heartbeats():
         yield
@@ -36,7 +37,7 @@ def mlflow_store(tmp_path, monkeypatch):
     monkeypatch.setenv("ESVR_MLRUNS", str(root))
     import mlflow
 
-    from tasks import tracking
+    from tasks.common import tracking
 
     tracking.setup("esvr-test", root)
     yield root

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.io import write_jsonl
-from tasks.taxonomy import N_VALUES, VALUE_INDEX
+from tasks.common.io import write_jsonl
+from tasks.domain.taxonomy import N_VALUES, VALUE_INDEX
 
 
 def values(*named: str, high: float = 0.9, low: float = 0.01) -> list[float]:
@@ -85,7 +85,7 @@ def write_store(root: Path, n_threads: int = 8, per_shard: int = 3) -> tuple[Pat
 
 
 def save_tiny_tokenizer(out: Path) -> Path:
-    """A byte-level BPE + ChatML template saved like models/tokenizer (what tasks/tiny_lm.py writes)."""
+    """A byte-level BPE + ChatML template saved like models/tokenizer (what tasks/base_model.py writes)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -98,7 +98,7 @@ def save_tiny_tokenizer(out: Path) -> Path:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>",
                                   unk_token="<unk>")
-    # ChatML with {% generation %} markers, as tasks/tiny_lm.py writes it (TRL's assistant_only_loss needs them).
+    # ChatML with {% generation %} markers, as tasks/base_model.py writes it (TRL's assistant_only_loss needs them).
     tpl = ("{% for m in messages %}{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' }}"
            "{% generation %}{{ m['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
            "{% else %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endif %}{% endfor %}"

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from tasks import paths
-from tasks.io import read_jsonl
+from tasks.common import paths
+from tasks.common.io import read_jsonl
 
 ANNOTATED = paths.DATA / "annotated" / "shards"
 THREADS = paths.DATA / "threads" / "shards"

@@ -10,8 +10,8 @@ import re
 import orjson
 import pytest
 
-from tasks import crawl
-from tasks.crawl import Pseudonymiser
+from tasks.crawl import crawl
+from tasks.crawl.records import Pseudonymiser
 
 TABLE = "reddit-offmychest-threads/offmychest.csv"
 UTT_KEYS = {"id", "reddit_id", "parent_id", "author", "role", "text", "created_utc", "depth"}
@@ -21,7 +21,7 @@ THREAD_KEYS = {"thread_id", "subreddit", "submission_id", "created_utc", "title"
 @pytest.fixture(scope="module")
 def store(mirror, tmp_path_factory):
     out = tmp_path_factory.mktemp("threads")
-    from tasks.config import CrawlParams
+    from tasks.common.config import CrawlParams
 
     cfg = CrawlParams().model_dump()
     handler = _Capture()
@@ -104,7 +104,7 @@ def test_no_raw_username_anywhere(store, mirror):
 
 def test_rerun_is_identical_and_skips_unchanged_shards(store, mirror, tmp_path):
     out, stats, _, _ = store
-    from tasks.config import CrawlParams
+    from tasks.common.config import CrawlParams
 
     again = crawl.run(CrawlParams().model_dump(), [mirror / TABLE], [], out, Pseudonymiser(b"test-key"))
     assert again == stats

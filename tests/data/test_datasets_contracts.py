@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from tasks import datasets as ds
-from tasks import paths, prompts
-from tasks.config import DatasetsParams, load_params
-from tasks.io import read_json, read_jsonl
+from tasks.common import paths
+from tasks.common.config import DatasetsParams, load_params
+from tasks.common.io import read_json, read_jsonl
+from tasks.domain import prompts
 from tests.dataset_builders import write_store
 
 
@@ -112,7 +113,8 @@ def _has_shards(d: Path) -> bool:
 
 def _build_from_mirror(root: Path) -> tuple[Path, Path]:
     """Thread store + annotations from the mirror's r/offmychest table through the crawl and annotate code."""
-    from tasks import annotate, crawl
+    from tasks import annotate
+    from tasks.crawl import crawl, records
 
     p = load_params()
     table = paths.mirror_dir() / "reddit-offmychest-threads" / "offmychest.csv"
@@ -125,7 +127,7 @@ def _build_from_mirror(root: Path) -> tuple[Path, Path]:
     threads_dir, ann_dir = root / "threads", root / "annotated"
     # 10 threads (as the e2e micro profile): annotating all 30 would take minutes on 2 shared cores.
     crawl.run(p.crawl.model_copy(update={"max_threads": 10}), [table], [], threads_dir,
-              crawl.pseudonymiser_from_env(True, p.seed))
+              records.pseudonymiser_from_env(True, p.seed))
     m = annotate.load_models(*(str(x) for x in models))
     for shard in sorted((threads_dir / "shards").glob("*.jsonl")):
         annotate.run_shard(shard, ann_dir / "shards" / shard.name, m, p.annotate)

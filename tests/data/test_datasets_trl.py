@@ -1,5 +1,5 @@
 """The three datasets are what TRL consumes directly: SFT (assistant-only loss) on tvd / rg_sft and conversational
-DPO on rg_pairs, extra columns included, with a tokenizer + ChatML template like the one tasks/tiny_lm.py saves."""
+DPO on rg_pairs, extra columns included, with a tokenizer + ChatML template like the one tasks/base_model.py saves."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import copy
 import pytest
 
 from tasks import datasets as ds
-from tasks.config import DatasetsParams
+from tasks.common.config import DatasetsParams
 from tests.dataset_builders import save_tiny_tokenizer, write_store
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from tasks import personas
-from tasks.io import read_jsonl
-from tasks.llm import LLM, Role
-from tasks.mock_llm import MockServer
+from tasks.common.io import read_jsonl
+from tasks.llm.client import LLM, Role
+from tests.fakes.mock_llm import MockServer
 
 FIELDS = {"id", "problem_type", "emotion_type", "initial_intensity", "context", "source"}
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from tasks import annotate
-from tasks import annotators as A
-from tasks.config import AnnotateParams
-from tasks.hashing import content_id
-from tasks.io import read_jsonl, write_jsonl
-from tasks.taxonomy import VALUE_CATEGORIES
+from tasks.annotators import classifier as A
+from tasks.common.config import AnnotateParams
+from tasks.common.hashing import content_id
+from tasks.common.io import read_jsonl, write_jsonl
+from tasks.domain.taxonomy import VALUE_CATEGORIES
 
 
 @pytest.fixture(scope="module")

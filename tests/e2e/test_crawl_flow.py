@@ -8,7 +8,9 @@ import csv
 import pytest
 import yaml
 
-from tasks import config, crawl, paths, sources
+from tasks import sources
+from tasks.common import config, paths
+from tasks.crawl import crawl, records
 
 
 @pytest.fixture
@@ -21,7 +23,7 @@ def staged(tmp_path, mirror, monkeypatch):
     data, files = config.resolve_profile("tiny")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(data))
-    monkeypatch.delenv(crawl.KEY_ENV, raising=False)
+    monkeypatch.delenv(records.KEY_ENV, raising=False)
     return tmp_path, params
 
 
@@ -48,7 +50,7 @@ def test_flow_writes_store_and_caches_per_file(staged, prefect_api, mlflow_store
     assert {p.name: p.read_bytes() for p in (root / "data/threads/shards").iterdir()} == shards
 
     # A different key is a different cache entry (pseudonyms change), never a stale hit.
-    monkeypatch.setenv(crawl.KEY_ENV, "another-secret")
+    monkeypatch.setenv(records.KEY_ENV, "another-secret")
     crawl_flow(params_file=str(params))
     assert sorted(calls) == ["dump", "dump", "table"]
 
@@ -65,7 +67,7 @@ def test_flow_writes_store_and_caches_per_file(staged, prefect_api, mlflow_store
 def test_flow_live_task_is_retried_and_resumes(staged, prefect_api, mlflow_store, monkeypatch, mirror):
     """prawcore gives up after 3 answers 503; the Prefect task retry resumes the crawl from its state folder."""
     from flows.crawl import crawl_flow
-    from tests.reddit_fake import FakeReddit, build_site, env_for
+    from tests.fakes.reddit_fake import FakeReddit, build_site, env_for
 
     root, params = staged
     data = yaml.safe_load(params.read_text())

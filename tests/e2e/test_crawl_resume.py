@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, ROOT, run_cli
-from tests.reddit_fake import FakeReddit, build_site, env_for
+from tests.fakes.reddit_fake import FakeReddit, build_site, env_for
 
 
 def _cmd(state: Path, out: Path) -> list[str]:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks import paths
+from tasks.common import paths
 
 
 def test_prefect_yaml_deploys_a_scheduled_pipeline(prefect_api, tmp_path):

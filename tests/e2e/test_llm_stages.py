@@ -8,10 +8,10 @@ import json
 import pytest
 import yaml
 
-from tasks.config import resolve_profile
-from tasks.io import read_jsonl
-from tasks.mock_llm import MockServer
+from tasks.common.config import resolve_profile
+from tasks.common.io import read_jsonl
 from tests.conftest import run_cli
+from tests.fakes.mock_llm import MockServer
 
 
 @pytest.mark.slow

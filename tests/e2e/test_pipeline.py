@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import config, tracking
+from tasks.common import config, tracking
 from tests.conftest import run_cli
 
 MICRO = Path(__file__).with_name("micro.yaml")

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import paths, simulate
-from tasks.config import resolve_profile
-from tasks.io import read_jsonl, write_jsonl
-from tasks.llm import LLM, Role
-from tasks.mock_llm import MockServer
+from tasks import simulate
+from tasks.common import paths
+from tasks.common.config import resolve_profile
+from tasks.common.io import read_jsonl, write_jsonl
+from tasks.llm.client import LLM, Role
+from tests.fakes.mock_llm import MockServer
 
 SIM = {"personas": None, "min_turns": 1, "max_turns": 3, "validation_fraction": 0.25}
 
@@ -68,7 +69,7 @@ def _params_file(tmp_path: Path, url: str) -> Path:
 
 
 def _simulate_cmd(params: Path, personas: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "tasks.cli", "simulate", "--personas", "6", "--out", str(out),
+    return [sys.executable, "-m", "tasks.cli.main", "simulate", "--personas", "6", "--out", str(out),
             "--persona-file", str(personas), "--params", str(params)]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.config import _deep_merge
+from tasks.common.config import _deep_merge
 from tests.conftest import run_cli
 from tests.model import synth
 

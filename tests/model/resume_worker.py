@@ -11,10 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import tasks  # noqa: F401 - offline env defaults
-from tasks import tiny_lm, trainers
-from tasks.config import LoraParams, SFTStageParams, TrainerParams
-from tasks.io import read_jsonl, write_json
+from tasks.common import env
+from tasks.common.config import LoraParams, SFTStageParams, TrainerParams
+from tasks.common.io import read_jsonl, write_json
+from tasks.domain import chat_template
+from tasks.train import trainers
+
+env.apply_defaults(offline=True)  # before prefect/mlflow/transformers are imported
 
 
 def main() -> None:
@@ -30,7 +33,7 @@ def main() -> None:
             if slow:
                 time.sleep(0.4)
 
-    tok = tiny_lm.load_tokenizer(work / "tok")
+    tok = chat_template.load_tokenizer(work / "tok")
     res = trainers.sft(list(read_jsonl(work / "data.jsonl")), str(work / "base"), tok,
                        SFTStageParams(learning_rate=5.0e-3, max_steps=24), TrainerParams(save_steps=3, logging_steps=1,
                        max_length=96, per_device_train_batch_size=4, keep_checkpoints=True, torch_threads=1),

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.hashing import content_id
-from tasks.io import write_jsonl
-from tasks.taxonomy import VALUE_CATEGORIES
+from tasks.common.hashing import content_id
+from tasks.common.io import write_jsonl
+from tasks.domain.taxonomy import VALUE_CATEGORIES
 
 SYSTEM_TVD = "Name the 3 values the seeker should be encouraged in next."
 SYSTEM_RG = "Write a short supportive reply that reinforces these values: {values}."

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks import annotators as A
-from tasks import paths
-from tasks.taxonomy import VALUE_INDEX
+from tasks.annotators import classifier as A
+from tasks.common import paths
+from tasks.domain.taxonomy import VALUE_INDEX
 
 VALUE_DIR = paths.MODELS / "value_detector"
 EMOTION_DIR = paths.MODELS / "emotion"

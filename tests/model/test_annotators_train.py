@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tasks import annotators as A
-from tasks.taxonomy import VALUE_CATEGORIES
+from tasks.annotators import classifier as A
+from tasks.common import registry
+from tasks.domain.taxonomy import VALUE_CATEGORIES
 
 pytestmark = pytest.mark.mirror
 
@@ -80,7 +81,8 @@ def test_register_and_load_by_alias(trained, mlflow_store):
     *_, folder = trained
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(folder), artifact_path="model")
-        version = A.register_model(f"{run.info.artifact_uri}/model", "value-detector-test", run.info.run_id)
+        version = registry.register_logged(f"{run.info.artifact_uri}/model", "value-detector-test", run.info.run_id,
+                                          ["champion"])
     assert version == "1"
     model, th, meta, local = A.load_annotator("models:/value-detector-test@champion")
     assert (local / "thresholds.json").is_file() and model.label_names == list(VALUE_CATEGORIES)
@@ -104,7 +106,7 @@ def _write_touche_subset(data, tmp_path):
 def test_values_eval_and_predict_cli(trained, touche, tmp_path):
     from typer.testing import CliRunner
 
-    from tasks.cli import app
+    from tasks.cli.main import app
 
     *_, folder = trained
     args, labels = _write_touche_subset(touche[1], tmp_path)
@@ -125,7 +127,7 @@ def test_values_eval_and_predict_cli(trained, touche, tmp_path):
 def test_values_eval_cli_names_a_missing_model(tmp_path, touche):
     from typer.testing import CliRunner
 
-    from tasks.cli import app
+    from tasks.cli.main import app
 
     args, labels = _write_touche_subset(touche[1], tmp_path)
     r = CliRunner().invoke(app, ["values", "eval", "--arguments", str(args), "--labels", str(labels), "--model", str(tmp_path / "nope")])
@@ -135,7 +137,7 @@ def test_values_eval_cli_names_a_missing_model(tmp_path, touche):
 def test_emotion_model_trains_and_cli_reports_macro_f1(mirror, tmp_path):
     from typer.testing import CliRunner
 
-    from tasks.cli import app
+    from tasks.cli.main import app
 
     d = mirror / "goemotions"
     names = A.read_emotion_names(d / "emotions.txt")

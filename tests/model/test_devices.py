@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import annotators as A
-from tasks import devices, tiny_lm, train_eval
+from tasks import base_model
+from tasks.annotators import classifier as A
+from tasks.common import devices
+from tasks.domain import chat_template
+from tasks.train import evaluation as train_eval
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU worker)")
 WORDS = ("family friend work school health money freedom safety honest care help respect nature rules "
@@ -83,14 +86,14 @@ def test_annotator_trains_and_predicts_on_the_gpu(tmp_path, monkeypatch):
 
 @cuda
 def test_generator_evaluation_on_the_gpu(tmp_path, monkeypatch):
-    from tasks.train import load_causal_lm
+    from tasks.train.common import load_causal_lm
 
     monkeypatch.delenv(devices.ENV, raising=False)
-    tok = tiny_lm.train_tokenizer([" ".join(WORDS)] * 50, 400, 1, tiny_lm.chat_template("chatml"))
+    tok = base_model.train_tokenizer([" ".join(WORDS)] * 50, 400, 1, chat_template.template("chatml"))
     arch = SimpleNamespace(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                            num_key_value_heads=2, max_position_embeddings=128)
-    tiny_lm.build_tiny_llama(tok, arch, 0).save_pretrained(tmp_path / "lm")
-    tiny_lm.save_tokenizer(tok, tmp_path / "lm")
+    base_model.build_tiny_llama(tok, arch, 0).save_pretrained(tmp_path / "lm")
+    chat_template.save_tokenizer(tok, tmp_path / "lm")
     model, tok = load_causal_lm(tmp_path / "lm")
     assert model.device.type == "cuda"
     prompts = [[{"role": "user", "content": " ".join(WORDS[i:i + 5])}] for i in range(6)]

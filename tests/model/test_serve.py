@@ -8,11 +8,12 @@ import json
 import httpx
 import pytest
 
-from tasks import prompts, simulate
-from tasks.io import read_jsonl, write_jsonl
-from tasks.llm import cap_strings, open_llm, validate_json
-from tasks.serve import parse_model_specs
-from tasks.sim_prompts import SEEKER_SCHEMA, TEACHER_SCHEMA, tvd_regex
+from tasks import simulate
+from tasks.common.io import read_jsonl, write_jsonl
+from tasks.domain import prompts
+from tasks.domain.sim_prompts import SEEKER_SCHEMA, TEACHER_SCHEMA, tvd_regex
+from tasks.llm.client import cap_strings, open_llm, validate_json
+from tasks.llm.serve import parse_model_specs
 from tests.tiny_chat import build_tiny_chat_model
 
 
@@ -33,7 +34,7 @@ def test_tiny_model_answers_parse_and_simulation_runs(tiny_model, tmp_path):
     """The tiny profile's path: `open_llm` starts `esvr serve` itself (random port) from params-shaped settings."""
     import openai
 
-    from tasks.config import LLMParams
+    from tasks.common.config import LLMParams
 
     role = {"base_url": "local", "temperature": 0.8, "max_tokens": 120}
     params = LLMParams(
@@ -75,7 +76,7 @@ def test_resolve_registered_model(tiny_model, mlflow_store):
     import mlflow
     from mlflow import MlflowClient
 
-    from tasks.serve import resolve_model_uri
+    from tasks.llm.serve import resolve_model_uri
 
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(tiny_model), "model")

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks import tiny_lm, train, train_eval, trainers
-from tasks.config import BaseModelParams, DPOStageParams, LoraParams, SFTStageParams, TrainerParams
-from tasks.io import read_json, write_jsonl
+from tasks import base_model
+from tasks.common import registry
+from tasks.common.config import BaseModelParams, DPOStageParams, LoraParams, SFTStageParams, TrainerParams
+from tasks.common.io import read_json, write_jsonl
+from tasks.domain import chat_template
+from tasks.train import evaluation as train_eval
+from tasks.train import trainers
+from tasks.train.common import load_causal_lm
 from tests.model import synth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,17 +33,17 @@ def tiny(tmp_path_factory, mirror):
     """Tokenizer (with chat_template.jinja) and a 2-layer base model saved to disk, plus SFT rows and DPO pairs."""
     work = tmp_path_factory.mktemp("tiny")
     rows = synth.goemotions(mirror, 160)
-    tok = tiny_lm.train_tokenizer([t for t, _ in rows], 600, 2, tiny_lm.chat_template("chatml"))
-    tiny_lm.save_tokenizer(tok, work / "tok")
+    tok = base_model.train_tokenizer([t for t, _ in rows], 600, 2, chat_template.template("chatml"))
+    chat_template.save_tokenizer(tok, work / "tok")
     arch = BaseModelParams().tiny.model_copy(update={"hidden_size": 64, "intermediate_size": 128})
-    tiny_lm.build_tiny_llama(tok, arch, 1).save_pretrained(str(work / "base"))
-    tiny_lm.save_tokenizer(tok, work / "base")
+    base_model.build_tiny_llama(tok, arch, 1).save_pretrained(str(work / "base"))
+    chat_template.save_tokenizer(tok, work / "base")
     sft_rows = [{"messages": [{"role": "user", "content": t},
                               {"role": "assistant", "content": "Values: " + "; ".join(synth.values_for(e))}]} for t, e in rows]
     pairs = [{"prompt": [{"role": "user", "content": rows[i][0]}],
               "chosen": [{"role": "assistant", "content": "You care about honesty."}],
               "rejected": [{"role": "assistant", "content": rows[i + 1][0]}]} for i in range(0, 120, 2)]
-    return {"work": work, "tok": tiny_lm.load_tokenizer(work / "tok"), "sft": sft_rows, "pairs": pairs}
+    return {"work": work, "tok": chat_template.load_tokenizer(work / "tok"), "sft": sft_rows, "pairs": pairs}
 
 
 def _trainable(trainer) -> dict:
@@ -57,9 +62,9 @@ def _at_end(store: dict):
 
 
 def test_chat_template_artifact_required(tmp_path, tiny):
-    assert (tiny["work"] / "tok" / tiny_lm.TEMPLATE_FILE).read_text() == tiny["tok"].chat_template
-    with pytest.raises(tiny_lm.BaseModelError, match="chat_template.jinja"):
-        tiny_lm.load_tokenizer(tmp_path)
+    assert (tiny["work"] / "tok" / chat_template.TEMPLATE_FILE).read_text() == tiny["tok"].chat_template
+    with pytest.raises(chat_template.TemplateError, match="chat_template.jinja"):
+        chat_template.load_tokenizer(tmp_path)
 
 
 def test_sft_lora_learns_saves_merged_model_that_generates(tmp_path, tiny):
@@ -74,7 +79,7 @@ def test_sft_lora_learns_saves_merged_model_that_generates(tmp_path, tiny):
     assert math.isfinite(res.train_loss) and res.global_step == 8
     assert (Path(res.adapter_dir) / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "ck").exists()  # checkpoints dropped after success (keep_checkpoints=false)
-    model, tok = train.load_causal_lm(res.model_dir)
+    model, tok = load_causal_lm(res.model_dir)
     gen = train_eval.generate(model, tok, [tiny["sft"][0]["messages"][:-1]], 8, 1, 96)
     assert isinstance(gen[0], str)
     assert tok.chat_template == tiny["tok"].chat_template  # the template travels with the model
@@ -107,10 +112,10 @@ def test_registered_model_reloads_from_mlflow_and_generates(tmp_path, tiny, mlfl
     res = trainers.sft(tiny["sft"][:32], str(tiny["work"] / "base"), tiny["tok"], SFTStageParams(max_steps=2), TC, LORA, 3,
                        tmp_path / "m", tmp_path / "ck", report_to="none")
     with mlflow.start_run():
-        version = train.register(Path(res.model_dir), "tvd", ["sft", "champion"])
-    path = train.load_registered("tvd", "champion", tmp_path / "dl")
-    assert (path / tiny_lm.TEMPLATE_FILE).is_file() and (path / "adapter").is_dir()
-    model, tok = train.load_causal_lm(path)
+        version = registry.register(Path(res.model_dir), "tvd", ["sft", "champion"])
+    path = registry.resolve("models:/tvd@champion")
+    assert (path / chat_template.TEMPLATE_FILE).is_file() and (path / "adapter").is_dir()
+    model, tok = load_causal_lm(path)
     out = train_eval.generate(model, tok, [tiny["sft"][1]["messages"][:-1]], 6, 1, 96)
     assert len(out) == 1 and version == "1"
 

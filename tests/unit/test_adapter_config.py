@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tasks.trainers import canonical_adapter_config
+from tasks.train.trainers import canonical_adapter_config
 
 
 def test_adapter_config_is_canonical_whatever_the_set_order(tmp_path):

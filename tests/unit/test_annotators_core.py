@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tasks import annotators as A
-from tasks import esconv
-from tasks.taxonomy import POSITIVE_MASK, VALUE_CATEGORIES
+from tasks import esconv_analysis as esconv
+from tasks.annotators import classifier as A
+from tasks.domain.taxonomy import POSITIVE_MASK, VALUE_CATEGORIES
 
 
 def test_touche_f1_is_harmonic_mean_of_macro_precision_and_recall():

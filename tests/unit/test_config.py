@@ -7,8 +7,8 @@ import time
 import pytest
 import yaml
 
-from tasks import config
-from tasks.config import ConfigError, load_params, load_profile, shipped_profiles
+from tasks.common import config
+from tasks.common.config import ConfigError, load_params, load_profile, shipped_profiles
 
 
 @pytest.mark.parametrize("name", shipped_profiles())

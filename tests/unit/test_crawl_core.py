@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from tasks import crawl
-from tasks.crawl import Pseudonymiser, ThreadRules, build_threads, shard_threads
+from tasks.crawl import crawl, records
+from tasks.crawl.crawl import build_threads, shard_threads
+from tasks.crawl.records import Pseudonymiser, ThreadRules
 
 RULES = ThreadRules()
 
@@ -25,7 +26,7 @@ def com(cid, parent, link, author="bob", text="a reply", t=200, **kw):
 
 def pseudo_all(recs, key=b"k"):
     p = Pseudonymiser(key)
-    return [crawl.pseudonymise_record(r, p, RULES) for r in recs]
+    return [records.pseudonymise_record(r, p, RULES) for r in recs]
 
 
 def test_pseudonyms_are_keyed_stable_and_scrub_mentions():
@@ -38,28 +39,28 @@ def test_pseudonyms_are_keyed_stable_and_scrub_mentions():
 
 
 def test_key_comes_from_env_and_fallback_needs_params(monkeypatch, caplog):
-    monkeypatch.delenv(crawl.KEY_ENV, raising=False)
-    with pytest.raises(crawl.CrawlError, match="ESVR_PSEUDONYM_KEY"):
-        crawl.pseudonymiser_from_env(allow_fallback=False, seed=1)
+    monkeypatch.delenv(records.KEY_ENV, raising=False)
+    with pytest.raises(records.CrawlError, match="ESVR_PSEUDONYM_KEY"):
+        records.pseudonymiser_from_env(allow_fallback=False, seed=1)
     with caplog.at_level("WARNING"):
-        p = crawl.pseudonymiser_from_env(allow_fallback=True, seed=1)
-    assert p.key == crawl.fallback_key(1) and "NOT secret" in caplog.text
-    monkeypatch.setenv(crawl.KEY_ENV, "s3cret")
-    assert crawl.pseudonymiser_from_env(allow_fallback=True, seed=1).key == b"s3cret"
+        p = records.pseudonymiser_from_env(allow_fallback=True, seed=1)
+    assert p.key == records.fallback_key(1) and "NOT secret" in caplog.text
+    monkeypatch.setenv(records.KEY_ENV, "s3cret")
+    assert records.pseudonymiser_from_env(allow_fallback=True, seed=1).key == b"s3cret"
 
 
 @pytest.mark.parametrize("v,want", [(1134365188, 1134365188), ("1134365188", 1134365188), (1134365188.0, 1134365188),
                                     ("1134365188.5", 1134365188), (None, None), ("soon", None), (True, None)])
 def test_created_utc_drift(v, want):
-    assert crawl.to_epoch(v) == want
+    assert records.to_epoch(v) == want
 
 
 def test_normalise_handles_missing_keys_and_prefixes():
-    c = crawl.normalise_comment({"id": "c1", "link_id": "abc", "body": None, "author": None})
+    c = records.normalise_comment({"id": "c1", "link_id": "abc", "body": None, "author": None})
     assert c["link_id"] == "t3_abc" and c["parent_id"] == "t3_abc" and c["text"] == "" and c["author"] == "[deleted]"
-    s = crawl.normalise_submission({"name": "t3_xyz", "title": "T", "created_utc": "7"})
+    s = records.normalise_submission({"name": "t3_xyz", "title": "T", "created_utc": "7"})
     assert s["id"] == "xyz" and s["created_utc"] == 7 and s["text"] == ""
-    assert crawl.normalise_comment({"id": "c2"}) is None
+    assert records.normalise_comment({"id": "c2"}) is None
 
 
 def tree():
@@ -126,5 +127,5 @@ def test_thread_table_parsing():
     recs, st = crawl.parse_thread_table(rows, "offmychest")
     assert st["submissions_read"] == 1 and st["comments_read"] == 3 and st["malformed_lines"] == 1
     assert {r["id"]: r.get("link_id") for r in recs if r["kind"] == "c"} == {"c1": "t3_p1", "c2": "t3_p1", "c3": "t3_?"}
-    with pytest.raises(crawl.CrawlError, match="header"):
+    with pytest.raises(records.CrawlError, match="header"):
         crawl.parse_thread_table([["a", "b"]], "x", "f.csv")

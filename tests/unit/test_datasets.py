@@ -8,9 +8,9 @@ import copy
 import pytest
 
 from tasks import datasets as ds
-from tasks import prompts
-from tasks.config import DatasetsParams
-from tasks.io import read_json
+from tasks.common.config import DatasetsParams
+from tasks.common.io import read_json
+from tasks.domain import prompts
 from tests.dataset_builders import save_tiny_tokenizer, thread, values, write_store
 
 CFG = DatasetsParams()

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tasks import datasets as ds
-from tasks.cli import app
-from tasks.config import DatasetsParams
+from tasks.cli.main import app
+from tasks.common.config import DatasetsParams
 from tests.dataset_builders import write_store
 
 

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from tasks import datasets as ds
-from tasks import paths
-from tasks.config import DatasetsParams
-from tasks.io import read_json, write_json
+from tasks.common import paths
+from tasks.common.config import DatasetsParams
+from tasks.common.io import read_json, write_json
 from tests.dataset_builders import write_store
 
 

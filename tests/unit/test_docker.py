@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import paths
+from tasks.common import paths
 
 BIN = Path(sys.executable).parent
 

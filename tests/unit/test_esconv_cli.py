@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from tasks import annotators as A
-from tasks.taxonomy import VALUE_CATEGORIES
+from tasks.annotators import classifier as A
+from tasks.domain.taxonomy import VALUE_CATEGORIES
 
 
 def _conv(ini, fin, turns):
@@ -20,7 +20,7 @@ def _conv(ini, fin, turns):
 def test_analyze_esconv_cli_prints_the_contract_keys(tmp_path):
     from typer.testing import CliRunner
 
-    from tasks.cli import app
+    from tasks.cli.main import app
 
     model = A.MeanPoolClassifier.from_base("minilm", list(VALUE_CATEGORIES), 32)
     model.save(tmp_path / "vd", np.full(20, 0.0))  # threshold 0: every category counts, so counts = turns x 11

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from tasks.llm import LLM, BudgetExceeded, LLMError, Role, cap_strings, validate_json
-from tasks.mock_llm import MockServer
-from tasks.sim_prompts import SEEKER_SCHEMA
+from tasks.domain.sim_prompts import SEEKER_SCHEMA
+from tasks.llm.client import LLM, BudgetExceeded, LLMError, Role, cap_strings, validate_json
+from tests.fakes.mock_llm import MockServer
 
 MSGS = [{"role": "user", "content": "hello"}]
 
@@ -107,7 +107,7 @@ def test_budget_cap_stops_before_spending_more(tmp_path):
 
 
 def test_local_model_fingerprint_covers_weights_and_serving_code(tmp_path, monkeypatch):
-    from tasks import llm as llm_mod
+    from tasks.llm import client as llm_mod
 
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "w.bin").write_bytes(b"weights")

@@ -1,11 +1,11 @@
-"""tasks/prompts.py: the one formatter of histories, TVD answers and RG prompts (hand-computed expectations)."""
+"""tasks/domain/prompts.py: the one formatter of histories, TVD answers and RG prompts (hand-computed expectations)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks import prompts
-from tasks.taxonomy import VALUE_CATEGORIES
+from tasks.domain import prompts
+from tasks.domain.taxonomy import VALUE_CATEGORIES
 
 HISTORY = [("seeker", "I failed my exam."), ("supporter", "That hurts. What happened?"), ("seeker", "I froze.")]
 

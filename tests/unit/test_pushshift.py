@@ -13,8 +13,8 @@ import orjson
 import pytest
 import zstandard
 
-from tasks import crawl, pushshift
-from tasks.pushshift import DumpError, DumpSpec
+from tasks.crawl import pushshift, records
+from tasks.crawl.pushshift import DumpError, DumpSpec
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,7 @@ def test_records_are_pseudonymised_in_the_reader(tmp_path):
     f = write_zst(tmp_path / "RC_y.zst", lines_of(comment(i) for i in range(20)))
     res = pushshift.read_dump(f, SPEC)
     assert not any(r["author"].startswith("user_") for r in res.records)
-    assert {r["author"] for r in res.records} == {crawl.Pseudonymiser(b"k")(f"user_{i % 13}") for i in range(20)}
+    assert {r["author"] for r in res.records} == {records.Pseudonymiser(b"k")(f"user_{i % 13}") for i in range(20)}
 
 
 @pytest.mark.parametrize("prefilter", [True, False])

@@ -1,5 +1,5 @@
 """Live crawler: the real praw client against a loopback Reddit-shaped server built from the mirror's dump
-samples (tests/reddit_fake.py). No network."""
+samples (tests/fakes/reddit_fake.py). No network."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import logging
 import orjson
 import pytest
 
-from tasks import crawl, reddit_live
-from tasks.config import CrawlParams
-from tests.reddit_fake import FakeReddit, build_site, env_for
+from tasks.common.config import CrawlParams
+from tasks.crawl import crawl, records, reddit_live
+from tests.fakes.reddit_fake import FakeReddit, build_site, env_for
 
-RULES = crawl.ThreadRules()
+RULES = records.ThreadRules()
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_crawl_collects_trees_with_bounded_replace_more(site, live_env, tmp_path
     with FakeReddit(site) as fake:
         live_env(fake)
         with caplog.at_level(logging.DEBUG):
-            st = reddit_live.crawl(lv(), tmp_path / "state", crawl.Pseudonymiser(b"k"), RULES)
+            st = reddit_live.crawl(lv(), tmp_path / "state", records.Pseudonymiser(b"k"), RULES)
         paths = [p for _, _, p in fake.log]
     n_comments = sum(len(v) for v in site["comments"].values())
     assert st["submissions"] == 12 and st["comments"] == n_comments and st["more_left_unexpanded"] == 0
@@ -48,7 +48,7 @@ def test_crawl_collects_trees_with_bounded_replace_more(site, live_env, tmp_path
     assert "dummy-secret" not in blob + caplog.text
 
     out = tmp_path / "threads"
-    stats = crawl.run({**CrawlParams().model_dump(), "subreddit": "AskMen"}, [], [], out, crawl.Pseudonymiser(b"k"),
+    stats = crawl.run({**CrawlParams().model_dump(), "subreddit": "AskMen"}, [], [], out, records.Pseudonymiser(b"k"),
                       live_dirs=[tmp_path / "state"])
     assert stats["threads"] == 11 and stats["threads_dropped_deleted_post"] == 1 and stats["op_replies"] > 10
     threads = [orjson.loads(x) for f in (out / "shards").glob("*.jsonl") for x in f.read_bytes().splitlines()]
@@ -56,7 +56,7 @@ def test_crawl_collects_trees_with_bounded_replace_more(site, live_env, tmp_path
 
     with FakeReddit(site, top_shown=2) as fake:  # limit 0: no expansion at all, and it is counted
         live_env(fake)
-        st0 = reddit_live.crawl(lv(replace_more_limit=0), tmp_path / "s0", crawl.Pseudonymiser(b"k"), RULES)
+        st0 = reddit_live.crawl(lv(replace_more_limit=0), tmp_path / "s0", records.Pseudonymiser(b"k"), RULES)
         assert not any(p.startswith("/api/morechildren") for _, _, p in fake.log)
     assert st0["more_left_unexpanded"] >= 10 and st0["comments"] < n_comments
 
@@ -65,25 +65,25 @@ def test_incremental_runs_fetch_only_new_submissions(site, live_env, tmp_path):
     state = tmp_path / "state"
     with FakeReddit(site) as fake:
         live_env(fake)
-        assert reddit_live.crawl(lv(max_submissions=5), state, crawl.Pseudonymiser(b"k"), RULES)["submissions"] == 5
+        assert reddit_live.crawl(lv(max_submissions=5), state, records.Pseudonymiser(b"k"), RULES)["submissions"] == 5
         ck = orjson.loads((state / "checkpoint.json").read_bytes())
         assert ck["complete_newest_utc"] is None  # budget spent: not complete, the next run resumes
-        assert reddit_live.crawl(lv(), state, crawl.Pseudonymiser(b"k"), RULES)["submissions"] == 7
+        assert reddit_live.crawl(lv(), state, records.Pseudonymiser(b"k"), RULES)["submissions"] == 7
         fake.log.clear()
-        assert reddit_live.crawl(lv(), state, crawl.Pseudonymiser(b"k"), RULES) == {}
+        assert reddit_live.crawl(lv(), state, records.Pseudonymiser(b"k"), RULES) == {}
         assert not any(p.startswith("/comments/") for _, _, p in fake.log)
         newer = {**site["subs"][0], "id": "zzzzz1", "name": "t3_zzzzz1", "created_utc": site["subs"][0]["created_utc"] + 60}
         site2 = {"subs": [newer, *site["subs"]], "comments": {**site["comments"], "zzzzz1": []}}
         fake.site = site2
         fake.log.clear()
-        assert reddit_live.crawl(lv(), state, crawl.Pseudonymiser(b"k"), RULES)["submissions"] == 1
+        assert reddit_live.crawl(lv(), state, records.Pseudonymiser(b"k"), RULES)["submissions"] == 1
         assert [p for _, _, p in fake.log if p.startswith("/comments/")] == ["/comments/zzzzz1/"]
 
 
 def test_rate_limit_headers_are_respected(site, live_env, tmp_path):
     with FakeReddit(site, ratelimit_exhaust_after=3) as fake:  # answer 3 says: quota spent, resets in 1 s
         live_env(fake)
-        reddit_live.crawl(lv(max_submissions=2), tmp_path / "s", crawl.Pseudonymiser(b"k"), RULES)
+        reddit_live.crawl(lv(max_submissions=2), tmp_path / "s", records.Pseudonymiser(b"k"), RULES)
         t = [x for x, _, _ in fake.log]
     assert t[3] - t[2] >= 0.9, "praw must wait for the reset before the next request"
     assert max(b - a for a, b in zip(t[3:], t[4:], strict=False)) < 0.9  # and not pace needlessly otherwise
@@ -92,7 +92,7 @@ def test_rate_limit_headers_are_respected(site, live_env, tmp_path):
 def test_transient_errors_are_retried_and_credentials_required(site, live_env, tmp_path, monkeypatch):
     with FakeReddit(site, fail_first=1) as fake:  # one 503: prawcore retries it
         live_env(fake)
-        assert reddit_live.crawl(lv(max_submissions=1), tmp_path / "s", crawl.Pseudonymiser(b"k"), RULES)["submissions"] == 1
+        assert reddit_live.crawl(lv(max_submissions=1), tmp_path / "s", records.Pseudonymiser(b"k"), RULES)["submissions"] == 1
     monkeypatch.delenv("REDDIT_CLIENT_SECRET")
-    with pytest.raises(crawl.CrawlError, match="REDDIT_CLIENT_ID and REDDIT_CLIENT_SECRET"):
-        reddit_live.crawl(lv(), tmp_path / "s2", crawl.Pseudonymiser(b"k"), RULES)
+    with pytest.raises(records.CrawlError, match="REDDIT_CLIENT_ID and REDDIT_CLIENT_SECRET"):
+        reddit_live.crawl(lv(), tmp_path / "s2", records.Pseudonymiser(b"k"), RULES)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tasks import taxonomy
+from tasks.domain import taxonomy
 
 
 def test_twenty_categories_in_official_order(mirror):

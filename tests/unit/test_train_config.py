@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.config import _deep_merge, load_profile, resolve_profile, validate
+from tasks.common.config import _deep_merge, load_profile, resolve_profile, validate
 
 MICRO = Path(__file__).resolve().parents[1] / "e2e" / "micro.yaml"
 

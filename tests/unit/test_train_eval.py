@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tasks import train_eval as te
+from tasks.train import evaluation as te
 
 
 def test_parse_values_well_formed_and_case_insensitive():

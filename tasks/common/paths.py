@@ -1,0 +1,31 @@
+"""Where the project lives and where every stage reads and writes, relative to the project root.
+
+Stage input/output folders are declared once, in dvc.yaml; `stage_paths` reads them from there (and a test holds
+the constants below against it), so code never hard-wires a path DVC does not know.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The project root: the folder that holds params.yaml and dvc.yaml (`ESVR_ROOT` overrides, e.g. in a worker).
+ROOT = Path(os.environ.get("ESVR_ROOT", Path(__file__).resolve().parents[2])).resolve()
+PARAMS_FILE = ROOT / "params.yaml"
+PROFILES_DIR = ROOT / "profiles"
+DATA = ROOT / "data"
+EXTERNAL = DATA / "external"
+METRICS = ROOT / "metrics"
+MODELS = ROOT / "models"
+MLRUNS = ROOT / "mlruns"
+CHECKPOINTS = ROOT / "checkpoints"
+
+#: The one setting that names the public-data mirror. Unset, the sibling `../shared/data` is used
+#: (the layout of CI and of the project machines).
+MIRROR_ENV = "ESVR_MIRROR"
+
+
+def mirror_dir() -> Path:
+    """The public-data mirror folder (may not exist: callers report how to fix that)."""
+    value = os.environ.get(MIRROR_ENV)
+    return Path(value).expanduser().resolve() if value else (ROOT.parent / "shared" / "data").resolve()

@@ -1,0 +1,1 @@
+"""Operations tools for a GPU worker (smoke runs, GPU budget)."""
