@@ -7,14 +7,20 @@ and the commenter reply just before it is an effective support utterance.
   ONE commenter (supporter). Every OP reply whose ancestor chain is such a path gives one candidate example (in a
   tree each node has one chain, so examples never repeat).
 * Positive: o_{t+1}'s emotion positivity passes `positivity_rule` (threshold and/or increase over o_t; params).
-* TVD: history o1..o_t → top-3 value categories of o_{t+1} by detector probability (`Values: A; B; C`).
+* Target values: the categories *present* in o_{t+1} by the value detector's presence rule
+  (tasks/annotators/presence.py, the detector's presence.json), ranked by lift — probability over the category's
+  base rate (its mean probability over every annotated utterance of the corpus) — at most 3. Lift, because raw
+  probability ranks the categories the detector gives every text (Security: personal, Self-direction: action,
+  Benevolence: caring) first whatever the text says; lift ranks what this reply says more than a typical one.
+  A positive reply with no value present gives no example (counted as `no_value_present` in every dataset's drops).
+* TVD: history o1..o_t → those target values (`Values: A; B; C`, 1 to 3 names).
 * RG SFT: history o1..o_t + those target values → c_t.
-* RG pairs: chosen = c_t; rejected = other commenter comments in the same thread whose detected values
-  (probability >= the detector's threshold, or a fixed value_threshold) share none with the target values.
+* RG pairs: chosen = c_t; rejected = other commenter comments in the same thread whose present values (the same
+  rule) share none with the target values.
 * Splits by thread (seeded, balanced on example counts), de-duplication on (prompt, answer), length filters in
   tokens of the tokenizer that trains on the data (a documented estimate when it is absent).
 
-Pure core: `clean_text`, `is_positive`, `top_values`, `extract_thread`, `assign_splits`, `assemble`.
+Pure core: `clean_text`, `is_positive`, `target_values`, `extract_thread`, `assign_splits`, `assemble`.
 I/O: `read_shards`, `make_token_counter`, `run`, `write_cards`. Prefect wrappers at the bottom; flow in flows/datasets.py.
 """
 
@@ -31,16 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tasks.annotators.presence import PresenceRule
 from tasks.common import paths
 from tasks.common.hashing import content_id, sha256_tree
-from tasks.common.io import atomic_open, read_json, read_jsonl, write_json, write_jsonl
+from tasks.common.io import atomic_open, read_jsonl, write_json, write_jsonl
 from tasks.domain import prompts
 from tasks.domain.taxonomy import N_VALUES, VALUE_CATEGORIES
 
 log = logging.getLogger(__name__)
 
 #: Bump when extraction or formatting logic changes in a way the task source hash would not show.
-CACHE_VERSION = "datasets-v1"
+CACHE_VERSION = "datasets-v2"  # v2: target values by the presence rule, ranked by lift
 DATASETS = ("tvd", "rg_sft", "rg_pairs")
 #: Spare rejected candidates kept per example (x max_rejected_per_example) for the length filter to choose from.
 REJECTED_POOL_FACTOR = 4
@@ -93,18 +102,33 @@ def is_positive(p: float, p_prev: float | None, cfg: Any) -> bool:
     return {"threshold": above, "increase": rose, "either": above or rose, "both": above and rose}[cfg.positivity_rule]
 
 
-def top_values(probs: Sequence[float], k: int = prompts.TVD_K) -> list[str]:
-    """The k categories with the highest probability (ties: taxonomy order), highest first."""
-    order = sorted(range(len(probs)), key=lambda i: (-probs[i], i))
+def target_values(text: str, probs: Sequence[float], rule: PresenceRule, base_rates: Sequence[float],
+                  k: int = prompts.TVD_K) -> list[str]:
+    """The categories present in `text` (the presence rule), highest lift p / base rate first (ties: taxonomy
+    order), at most k; [] when none is present."""
+    mask = rule.present([text], np.asarray([probs], dtype=np.float64))[0]
+    lift = [p / max(b, 1e-6) for p, b in zip(probs, base_rates, strict=True)]
+    order = sorted((i for i in range(N_VALUES) if mask[i]), key=lambda i: (-lift[i], i))
     return [VALUE_CATEGORIES[i] for i in order[:k]]
 
 
-def detected_values(probs: Sequence[float], threshold: float | Sequence[float], top_k: int = 0) -> list[str]:
-    """Categories whose probability reaches the threshold (one, or one per category) and, when top_k > 0, that are
-    among the utterance's top_k categories (the same top-k notion that defines target values); taxonomy order."""
-    th = [float(threshold)] * N_VALUES if isinstance(threshold, (int, float)) else list(threshold)
-    top = set(top_values(probs, top_k)) if top_k else set(VALUE_CATEGORIES)
-    return [VALUE_CATEGORIES[i] for i, p in enumerate(probs) if p >= th[i] and VALUE_CATEGORIES[i] in top]
+def present_values(text: str, probs: Sequence[float], rule: PresenceRule) -> list[str]:
+    """The categories present in `text` by the presence rule, in taxonomy order."""
+    return rule.values([text], np.asarray([probs], dtype=np.float64))[0]
+
+
+def base_rates(annotated_paths: Iterable[Path]) -> list[float]:
+    """Mean probability of each category over every usable annotation of the corpus (the lift denominator)."""
+    total = [0.0] * N_VALUES
+    n = 0
+    for path in annotated_paths:
+        for r in read_jsonl(path):
+            if _annotation_ok(r):
+                total = [t + float(x) for t, x in zip(total, r["values"], strict=True)]
+                n += 1
+    if not n:
+        raise DatasetsError("no usable annotation in data/annotated: run the annotate stage (`dvc repro annotate`)")
+    return [t / n for t in total]
 
 
 def positivity_threshold(cfg: Any, positivities: Sequence[float]) -> float:
@@ -119,19 +143,13 @@ def positivity_threshold(cfg: Any, positivities: Sequence[float]) -> float:
     return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
 
 
-def thresholds_of(cfg: Any, detector: dict[str, Any] | None = None) -> list[float]:
-    """Per-category presence thresholds: the detector's calibrated ones (`value_threshold: detector`, from its
-    thresholds.json content) or one fixed value for all 20."""
-    if cfg.value_threshold != "detector":
-        return [float(cfg.value_threshold)] * N_VALUES
-    if detector is None:
-        raise DatasetsError("datasets.value_threshold is 'detector' but no thresholds.json was given; "
-                            "run `dvc repro train_value_detector` or set a number")
-    labels, th = detector.get("labels"), detector.get("thresholds")
-    if list(labels or []) != list(VALUE_CATEGORIES) or not th or len(th) != N_VALUES:
-        raise DatasetsError(f"{cfg.value_thresholds_file}: expected 'labels' = the 20 categories in taxonomy order "
-                            "and 20 'thresholds'; retrain the value detector")
-    return [float(x) for x in th]
+def load_rule(cfg: Any) -> PresenceRule:
+    """The presence rule shipped with the value detector (`datasets.value_detector`: its presence.json)."""
+    folder = paths.ROOT / cfg.value_detector
+    try:
+        return PresenceRule.from_folder(folder)
+    except (FileNotFoundError, ValueError) as e:
+        raise DatasetsError(f"datasets.value_detector: {e}; run `dvc repro train_value_detector`") from None
 
 
 def _annotation_ok(a: dict[str, Any] | None) -> bool:
@@ -152,15 +170,16 @@ class ThreadResult:
 
 
 def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: Any, seed: int,
-                   thresholds: Sequence[float] | None = None) -> ThreadResult:
-    """Every positive OP reply on a valid o/c path of one thread → one example dict (history, reply, targets, rejected).
+                   rule: PresenceRule, rates: Sequence[float]) -> ThreadResult:
+    """Every candidate OP reply on a valid o/c path of one thread → one example dict (history, reply, targets,
+    rejected); `target_values` is [] when no value is present (assemble() drops those after the positivity rule).
 
-    `ann` maps utterance id → annotation record. Rejected comments are sampled (seeded per example) from the
-    thread's other commenter comments that share no detected value with the target values.
+    `ann` maps utterance id → annotation record; `rule` is the presence rule, `rates` the corpus base rates.
+    Rejected comments are sampled (seeded per example) from the thread's other commenter comments that share no
+    present value with the target values.
     """
     res = ThreadResult()
     c = res.counters
-    thresholds = list(thresholds) if thresholds is not None else thresholds_of(cfg)
     utts = thread["utterances"]
     # parent_id names the parent's Reddit fullname (t3_/t1_); accept the content-hash id too.
     by_reddit = {**{u["id"]: u for u in utts}, **{u["reddit_id"]: u for u in utts if u.get("reddit_id")}}
@@ -209,18 +228,21 @@ def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: 
         # The positivity rule is applied in assemble(): a quantile threshold needs every candidate of the corpus.
         c["op_replies_candidates"] += 1
         c["history_turns_trimmed"] += sum(1 for x in chain[:-2] if cfg.max_turn_chars and len(texts[x["id"]]) > cfg.max_turn_chars)
-        target = top_values(ann[outcome["id"]]["values"])  # the paper's label: top-3 by probability, no threshold
+        target = target_values(texts[outcome["id"]], ann[outcome["id"]]["values"], rule, rates)
+        c["op_replies_without_value"] += not target
         history_nodes = chain[:-2]  # o1 .. o_t
         path_ids = {x["id"] for x in chain}
         chosen_key = _norm(texts[reply["id"]])
         candidates = []
         for o in utts:
+            if not target:
+                break  # no example will be made: no rejected comments needed
             if o.get("role") != "commenter" or o["id"] in path_ids or o["id"] in bad_ann:
                 continue
             t = texts[o["id"]]
             if len(t) < cfg.min_chars or _norm(t) == chosen_key:
                 continue
-            vals = detected_values(ann[o["id"]]["values"], thresholds, cfg.value_top_k)
+            vals = present_values(t, ann[o["id"]]["values"], rule)
             if set(vals) & set(target):
                 continue
             candidates.append({"id": o["id"], "text": t, "values": vals})
@@ -330,6 +352,12 @@ def assemble(examples: list[dict[str, Any]], cfg: Any, seed: int, count: TokenCo
     examples = [e for e in examples if is_positive(e["positivity"], e["positivity_prev"], rule)]
     kept_records: list[tuple[str, dict[str, Any]]] = []
     drops: dict[str, Counter] = {d: Counter() for d in DATASETS}
+    n_positive = len(examples)
+    without = sum(not e["target_values"] for e in examples)
+    for name in DATASETS:  # a positive reply that expresses no value has no target values: no example
+        if without:
+            drops[name]["no_value_present"] = without
+    examples = [e for e in examples if e["target_values"]]
     seen: dict[str, set[str]] = {d: set() for d in DATASETS}
     seen_examples: set[str] = set()
     for ex in examples:
@@ -366,8 +394,8 @@ def assemble(examples: list[dict[str, Any]], cfg: Any, seed: int, count: TokenCo
     for name, rec in kept_records:
         out[name][split_of[rec["thread_id"]]].append(rec)
     stats = dataset_stats(out, drops, split_of)
-    stats["positivity"] = {"threshold": round(threshold, 5), "candidates": n_candidates, "positive": len(examples),
-                           "positive_rate": round(len(examples) / n_candidates, 4) if n_candidates else 0.0}
+    stats["positivity"] = {"threshold": round(threshold, 5), "candidates": n_candidates, "positive": n_positive,
+                           "positive_rate": round(n_positive / n_candidates, 4) if n_candidates else 0.0}
     return out, stats
 
 
@@ -383,6 +411,7 @@ def dataset_stats(out: dict[str, dict[str, list[dict[str, Any]]]], drops: dict[s
     labels = Counter(v for recs in out["tvd"].values() for r in recs for v in r["target_values"])
     stats["tvd"]["label_distribution"] = {v: labels.get(v, 0) for v in VALUE_CATEGORIES}
     stats["tvd"]["label_categories_used"] = sum(1 for v in VALUE_CATEGORIES if labels.get(v))
+    stats["tvd"].update(tvd_label_information(out["tvd"]))
     pairs_per_post = Counter(r["thread_id"] for recs in out["rg_pairs"].values() for r in recs)
     stats["rg_pairs"]["pairs_per_post"] = {
         "posts_with_pairs": len(pairs_per_post),
@@ -391,6 +420,31 @@ def dataset_stats(out: dict[str, dict[str, list[dict[str, Any]]]], drops: dict[s
     }
     stats["split_threads"] = dict(Counter(split_of.values()))
     return stats
+
+
+def tvd_label_information(splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """How much the TVD labels say: entropy of the category distribution (bits; log2 20 = 4.32 is uniform) and the
+    test F1 of the predictor that always answers the most frequent training labels (set_scores micro F1). That
+    predictor answers k labels, k = the mean label count of the training examples, rounded (`majority`), and the
+    paper-style k = 3 (`majority_top3`, the figure that was 0.75 when every example had its top-3)."""
+    from tasks.train.evaluation import majority_prior, set_scores
+
+    every = [r["target_values"] for recs in splits.values() for r in recs]
+    counts = Counter(v for t in every for v in t)
+    total = sum(counts.values())
+    entropy = -sum(n / total * math.log2(n / total) for n in counts.values() if n) if total else 0.0
+    train = [r["target_values"] for r in splits.get("train", [])]
+    test = [r["target_values"] for r in splits.get("test", [])]
+    k = max(1, round(sum(map(len, train)) / len(train))) if train else prompts.TVD_K
+    out: dict[str, Any] = {"label_entropy_bits": round(entropy, 4),
+                           "label_entropy_normalised": round(entropy / math.log2(N_VALUES), 4),
+                           "labels_per_example": round(total / len(every), 4) if every else 0.0,
+                           "label_set_sizes": dict(sorted(Counter(str(len(t)) for t in every).items()))}
+    for name, kk in (("majority", k), ("majority_top3", prompts.TVD_K)):
+        prior = majority_prior(train, kk)
+        f1 = set_scores([prior] * len(test), test)["f1"] if test else math.nan
+        out[name] = {"k": kk, "labels": prior, "test_f1": round(f1, 4) if test else None}
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ tokens
@@ -445,15 +499,15 @@ def read_shards(threads_dir: Path, annotated_dir: Path) -> list[tuple[Path, Path
     return pairs
 
 
-def extract_shard(threads_path: Path, annotated_path: Path, cfg: Any, seed: int,
-                  thread_ids: set[str] | None = None, thresholds: Sequence[float] | None = None) -> ThreadResult:
+def extract_shard(threads_path: Path, annotated_path: Path, cfg: Any, seed: int, thread_ids: set[str] | None,
+                  rule: PresenceRule, rates: Sequence[float]) -> ThreadResult:
     """Read one thread shard and its annotations; extract every thread (optionally only `thread_ids`)."""
     ann = {r["id"]: r for r in read_jsonl(annotated_path)}
     res = ThreadResult()
     for thread in read_jsonl(threads_path):
         if thread_ids is not None and thread["thread_id"] not in thread_ids:
             continue
-        r = extract_thread(thread, ann, cfg, seed, thresholds)
+        r = extract_thread(thread, ann, cfg, seed, rule, rates)
         res.examples += r.examples
         res.counters.update(r.counters)
     return res
@@ -492,14 +546,15 @@ def check_bad_fraction(counters: Counter, max_bad_fraction: float) -> None:
 
 
 CARD_NOTES = {
-    "tvd": ("Target value detector", "history o1..o_t (seeker/supporter transcript) → `Values: A; B; C`, the top-3 "
-            "value categories by detector probability in the OP's next, positive reply o_{t+1}.",
+    "tvd": ("Target value detector", "history o1..o_t (seeker/supporter transcript) → `Values: A; B; C`, the value "
+            "categories present (presence rule) in the OP's next, positive reply o_{t+1}, highest lift over the "
+            "corpus base rate first, 1 to 3 of them.",
             "`{id, thread_id, messages: [system, user, assistant], target_values, history_ids, reply_id, outcome_id}`"),
     "rg_sft": ("Reference generator, SFT", "history o1..o_t + target values v_{t+1} → the commenter's reply c_t that "
                "preceded the positive OP reply.",
                "`{id, thread_id, target_values, messages: [system, user, assistant], history_ids, reply_id, outcome_id}`"),
     "rg_pairs": ("Reference generator, preference pairs", "chosen = the original c_t; rejected = another commenter "
-                 "comment in the same thread whose detected values share none with the target values.",
+                 "comment in the same thread whose present values share none with the target values.",
                  "TRL conversational preference: `{id, thread_id, target_values, prompt: [system, user], "
                  "chosen: [assistant], rejected: [assistant], rejected_id, rejected_values, ...}`"),
 }
@@ -522,9 +577,10 @@ def render_card(name: str, stats: dict[str, Any], extraction: dict[str, Any], cf
         f"min increase {cfg.positivity_min_increase} over the previous OP turn)",
         "- dialogue paths alternate the OP and one commenter; utterances shorter than "
         f"{cfg.min_chars} chars after cleaning ([deleted]/[removed]) are skipped",
-        f"- rejected comments: detected values (top-{cfg.value_top_k or 'all'} with prob >= {cfg.value_threshold}"
-        f"{' thresholds of ' + cfg.value_thresholds_file if cfg.value_threshold == 'detector' else ''}) "
-        "disjoint from the target values, "
+        f"- values present by the presence rule of `{cfg.value_detector}/presence.json`; target values ranked by "
+        f"lift over the corpus base rate, at most {prompts.TVD_K}; positive replies without any: "
+        f"{s['dropped'].get('no_value_present', 0)} dropped",
+        "- rejected comments: present values disjoint from the target values, "
         f"at most {cfg.max_rejected_per_example} per example (seed {seed})",
         f"- history turns longer than {cfg.max_turn_chars or 'unlimited'} chars are cut at a word boundary (' …'); "
         "answers are never cut",
@@ -540,7 +596,9 @@ def render_card(name: str, stats: dict[str, Any], extraction: dict[str, Any], cf
     ]
     if name == "tvd":
         dist = ", ".join(f"{k}: {v}" for k, v in s["label_distribution"].items() if v)
-        lines.append(f"- label distribution (top-3 labels counted): {dist or 'empty'}")
+        lines.append(f"- label distribution (every label counted): {dist or 'empty'}")
+        lines.append(f"- label entropy {s['label_entropy_bits']} bits (uniform: 4.32); always-the-{s['majority']['k']}"
+                     f"-most-frequent predictor, test F1: {s['majority']['test_f1']}")
     if name == "rg_pairs":
         lines.append(f"- pairs per post: {s['pairs_per_post']}")
     lines += [
@@ -553,16 +611,6 @@ def render_card(name: str, stats: dict[str, Any], extraction: dict[str, Any], cf
     return "\n".join(lines)
 
 
-def load_detector_thresholds(cfg: Any) -> dict[str, Any] | None:
-    """The value detector's thresholds.json when params ask for it (None otherwise)."""
-    if cfg.value_threshold != "detector":
-        return None
-    f = paths.ROOT / cfg.value_thresholds_file
-    if not f.is_file():
-        raise DatasetsError(f"{f}: not found (datasets.value_threshold: detector); run `dvc repro train_value_detector`")
-    return read_json(f)
-
-
 def run(cfg: Any, seed: int, threads_dir: Path | None = None, annotated_dir: Path | None = None,
         out_dir: Path | None = None, extract: Callable[..., ThreadResult] | None = None) -> dict[str, Any]:
     """Read threads + annotations, build the three datasets, write splits, cards and stats; return the stats.
@@ -571,15 +619,16 @@ def run(cfg: Any, seed: int, threads_dir: Path | None = None, annotated_dir: Pat
     a per-shard Prefect task cached across runs.
     """
     extract = extract or extract_shard
-    thresholds = thresholds_of(cfg, load_detector_thresholds(cfg))
+    rule = load_rule(cfg)
     threads_dir, annotated_dir = threads_dir or THREADS_DIR, annotated_dir or ANNOTATED_DIR
     out_dir = out_dir or OUT_DIR
     pairs = read_shards(threads_dir, annotated_dir)
+    rates = base_rates(a for _, a in pairs)
     keep = select_threads(pairs, cfg.limit_threads)
     counters: Counter = Counter()
     examples: list[dict[str, Any]] = []
     for i, (s, a) in enumerate(pairs, 1):
-        r = extract(s, a, cfg, seed, keep, thresholds)
+        r = extract(s, a, cfg, seed, keep, rule, rates)
         examples += r.examples
         counters.update(r.counters)
         log.info("[%d/%d] %s: %d examples", i, len(pairs), s.name, len(r.examples))
@@ -597,7 +646,8 @@ def run(cfg: Any, seed: int, threads_dir: Path | None = None, annotated_dir: Pat
             write_jsonl(out_dir / name / f"{split}.jsonl", recs)
         with atomic_open(out_dir / name / "DATA_CARD.md") as f:
             f.write(render_card(name, stats, extraction, cfg, seed, token_desc, inputs))
-    report = {"extraction": extraction, **stats, "value_thresholds": thresholds, "value_top_k": cfg.value_top_k, "length_measure": token_desc, "prompt_version": prompts.PROMPT_VERSION}
+    report = {"extraction": extraction, **stats, "presence": rule.to_dict(), "base_rates": [round(b, 6) for b in rates],
+              "length_measure": token_desc, "prompt_version": prompts.PROMPT_VERSION}
     write_json(out_dir / "stats.json", report)
     return report
 
@@ -630,8 +680,8 @@ def contract_violations(data: dict[str, dict[str, list[dict[str, Any]]]], known_
     """Data-contract breaches of built datasets ({dataset: {split: records}}), at most `limit` messages.
 
     No thread in two splits (across all datasets); every record has an id (unique per dataset) and a thread id
-    (known, when `known_threads` is given); every TVD answer is `Values: A; B; C` with 3 distinct valid categories
-    equal to its target values; chosen != rejected; rejected values share none with the target values.
+    (known, when `known_threads` is given); every TVD answer is `Values: A; B; C` with 1 to 3 distinct valid
+    categories equal to its target values; chosen != rejected; rejected values share none with the target values.
     """
     bad: list[str] = []
     split_of: dict[str, str] = {}
@@ -653,10 +703,10 @@ def contract_violations(data: dict[str, dict[str, list[dict[str, Any]]]], known_
                 if name == "tvd":
                     answer = r["messages"][-1]
                     got = prompts.parse_tvd_answer(answer["content"])
-                    if (answer["role"] != "assistant" or got is None or len(got) != prompts.TVD_K
-                            or answer["content"] != prompts.format_tvd_answer(got) or sorted(got) != sorted(target)):
-                        bad.append(f"{where}: TVD answer {answer['content']!r} is not 3 distinct valid categories "
-                                   f"matching target_values {target}")
+                    if (answer["role"] != "assistant" or got is None or not 1 <= len(got) <= prompts.TVD_K
+                            or answer["content"] != prompts.format_tvd_answer(got) or got != list(target)):
+                        bad.append(f"{where}: TVD answer {answer['content']!r} is not 1-{prompts.TVD_K} distinct "
+                                   f"valid categories matching target_values {target}")
                 elif name == "rg_sft":
                     if r["messages"][-1]["role"] != "assistant" or not r["messages"][-1]["content"].strip():
                         bad.append(f"{where}: RG SFT row does not end with a non-empty assistant reply")
@@ -693,17 +743,18 @@ def _file_digest(p: Path) -> str:
 def code_digest() -> str:
     """Hash of the modules extraction depends on, so the shard cache never survives a logic change unnoticed."""
     here = Path(__file__).parent
-    return content_id([sha256_tree(here / f) for f in ("datasets.py", "prompts.py", "taxonomy.py")])
+    files = ("datasets.py", "domain/prompts.py", "domain/taxonomy.py", "annotators/presence.py")
+    return content_id([sha256_tree(here / f) for f in files])
 
 
 def extract_shard_cached(threads_path: Path, annotated_path: Path, cfg: Any, seed: int,
-                         thread_ids: set[str] | None = None, thresholds: Sequence[float] | None = None
-                         ) -> ThreadResult:
-    """`extract_shard` through a Prefect task cached on the shards' content hashes, the params and CACHE_VERSION."""
+                         thread_ids: set[str] | None, rule: PresenceRule, rates: Sequence[float]) -> ThreadResult:
+    """`extract_shard` through a Prefect task cached on the shards' content hashes, the params, the presence rule,
+    the base rates and CACHE_VERSION."""
     out = _extract_task()(str(threads_path), _file_digest(threads_path), str(annotated_path),
                           _file_digest(annotated_path), cfg.model_dump(), seed,
                           sorted(thread_ids) if thread_ids is not None else None,
-                          list(thresholds) if thresholds is not None else None, f"{CACHE_VERSION}:{code_digest()}")
+                          rule.to_dict(), list(rates), f"{CACHE_VERSION}:{code_digest()}")
     return ThreadResult(examples=out["examples"], counters=Counter(out["counters"]))
 
 
@@ -714,10 +765,10 @@ def _extract_task():
     @shard_task(name="datasets-extract-shard")
     def extract_shard_task(threads_path: str, threads_sha: str, annotated_path: str, annotated_sha: str,
                            cfg: dict[str, Any], seed: int, thread_ids: list[str] | None,
-                           thresholds: list[float] | None, cache_version: str) -> dict[str, Any]:
+                           rule: dict[str, Any], rates: list[float], cache_version: str) -> dict[str, Any]:
         # The sha inputs are what the cache key needs; the paths alone would hide a changed annotation shard.
         r = extract_shard(Path(threads_path), Path(annotated_path), DatasetsParams(**cfg), seed,
-                          set(thread_ids) if thread_ids is not None else None, thresholds)
+                          set(thread_ids) if thread_ids is not None else None, PresenceRule.from_dict(rule), rates)
         return {"examples": r.examples, "counters": dict(r.counters)}
 
     return extract_shard_task

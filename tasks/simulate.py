@@ -2,9 +2,11 @@
 
 Each supporter turn: TVD -> target values, RG -> reference response (both served models, through the same
 OpenAI-compatible client), then the teacher's 4 reasoning steps as one structured answer (issue and state; key
-content of the reference; adopt it Yes/No + why; strategy + response) plus two alternative responses (with and
-without the reference), so the student sees both adoption choices. The seeker reveals its problem gradually,
-reports its emotion intensity (1-5) every turn and may end the conversation after `min_turns` supporter turns.
+content of the reference; adopt it Yes/No + why; strategy) plus two alternative responses (with and without the
+reference), so the student sees both adoption choices; the turn's `response` is the alternative its adoption
+decision names. The seeker reveals its problem gradually, reports its emotion intensity (1-5) every turn and may end
+the conversation after `min_turns` supporter turns; its reply after each supporter turn is that turn's
+`seeker_reply` (what a look-ahead reward reads). Every per-call seed derives from the params `seed`.
 
 Pure core: `simulate_dialogue` (talks to an `LLM`, no file I/O), `to_record`, `split_by_persona`.
 I/O shell: `run` (progress file, resume, outputs, report). The Prefect flow is flows/simulate.py.
@@ -29,12 +31,13 @@ from tasks.common.hashing import content_id
 from tasks.common.io import read_jsonl, write_jsonl
 from tasks.domain import prompts
 from tasks.domain.sim_prompts import (
-    SEEKER_SCHEMA,
     SIM_PROMPT_VERSION,
     SUPPORTER_SYSTEM,
     TEACHER_SCHEMA,
     seeker_messages,
+    seeker_schema,
     teacher_messages,
+    teacher_response,
     tvd_regex,
 )
 from tasks.llm.client import LLM, BudgetExceeded, LLMError, stable_seed
@@ -42,15 +45,16 @@ from tasks.llm.client import LLM, BudgetExceeded, LLMError, stable_seed
 log = logging.getLogger(__name__)
 
 # Bump when the dialogue logic changes in a way the prompts' version does not show (it is part of dialogue ids).
-CACHE_VERSION = "simulate-v1"
+CACHE_VERSION = "simulate-v2"  # v2: per-turn seeker_reply, seeds from params seed, distinct TVD slots
 ROLES = ["seeker", "supporter_teacher", "tvd", "rg"]
 
 
 # ------------------------------------------------------------------------------------------ checks (re-ask on error)
 def check_tvd(text: str) -> list[str]:
+    """The categories a TVD answer names (distinct, in order); fewer than TVD_K is fine, the caller fills the rest."""
     values = prompts.parse_tvd_answer(text)
-    if not values or len(values) < prompts.TVD_K:
-        raise ValueError(f"need '{prompts.TVD_PREFIX} A; B; C' with {prompts.TVD_K} distinct value categories")
+    if not values:
+        raise ValueError(f"need '{prompts.TVD_PREFIX} A; B; C' naming value categories")
     return values
 
 
@@ -71,21 +75,43 @@ def check_nonempty(fields: tuple[str, ...]) -> Callable[[dict[str, Any]], dict[s
 
 
 # ------------------------------------------------------------------------------------------ core
-def dialogue_id(persona: dict[str, Any], sim: dict[str, Any]) -> str:
-    return content_id({"v": CACHE_VERSION, "prompts": [SIM_PROMPT_VERSION, prompts.PROMPT_VERSION],
+def dialogue_id(persona: dict[str, Any], sim: dict[str, Any], seed: int) -> str:
+    """Content id of one dialogue; every per-call seed derives from it, so the params `seed` decides the sampling."""
+    return content_id({"v": CACHE_VERSION, "prompts": [SIM_PROMPT_VERSION, prompts.PROMPT_VERSION], "seed": seed,
                        "persona": persona["id"], "min_turns": sim["min_turns"], "max_turns": sim["max_turns"]})
+
+
+async def target_values(llm: LLM, history: list[tuple[str, str]], did: str, k: int) -> tuple[list[str], int]:
+    """TVD_K distinct target values and the number of resampling rounds it took.
+
+    The answer is decoded under the `Values: A; B; C` regex at the role's own temperature. A slot that repeats an
+    earlier one is decoded again with the distinct values fixed as literals and the free slots limited to the other
+    categories (`tvd_regex(fixed=...)`): only what repeated is resampled, never the whole answer at a hotter
+    temperature. Each round adds at least one new category on a server that honours the regex, so TVD_K rounds
+    suffice; an endpoint that ignores it fails the call after them."""
+    msgs = prompts.tvd_messages(history)
+    chosen: list[str] = []
+    for r in range(prompts.TVD_K):
+        got = await llm.ask("tvd", msgs, regex=tvd_regex(fixed=chosen), check=check_tvd, hot_reasks=False,
+                            seed=stable_seed(did, "tvd", k, r), tag=did)
+        chosen += [v for v in got if v not in chosen]
+        if len(chosen) >= prompts.TVD_K:
+            return chosen[: prompts.TVD_K], r
+    raise LLMError(f"tvd: {prompts.TVD_K} rounds gave only {chosen}; does the endpoint honour structured_outputs?")
 
 
 async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, max_turns: int,
                             did: str) -> dict[str, Any]:
-    """One dialogue: seeker opens; each supporter turn = TVD, RG, teacher; then the seeker answers."""
+    """One dialogue: seeker opens; each supporter turn = TVD, RG, teacher; then the seeker answers (`seeker_reply`
+    of that turn). The seeker may end the dialogue only after `min_turns` supporter turns (its schema says so)."""
     history: list[tuple[str, str]] = []
     seeker_states: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
 
     async def seeker(k: int) -> dict[str, Any]:
-        s = await llm.ask("seeker", seeker_messages(persona, history), schema=SEEKER_SCHEMA, schema_name="seeker_turn",
-                          check=check_nonempty(("utterance",)), seed=stable_seed(did, "seeker", k), tag=did)
+        s = await llm.ask("seeker", seeker_messages(persona, history), schema=seeker_schema(k >= min_turns),
+                          schema_name="seeker_turn", check=check_nonempty(("utterance",)),
+                          seed=stable_seed(did, "seeker", k), tag=did)
         seeker_states.append(s)
         history.append(("seeker", s["utterance"].strip()))
         return s
@@ -93,19 +119,20 @@ async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, m
     s = await seeker(0)
     ended_by = "max_turns"
     for k in range(1, max_turns + 1):
-        values = await llm.ask("tvd", prompts.tvd_messages(history), regex=tvd_regex(), check=check_tvd,
-                               seed=stable_seed(did, "tvd", k), tag=did)
+        values, resamples = await target_values(llm, history, did, k)
         reference = await llm.ask("rg", prompts.rg_prompt(history, values), check=check_reference,
                                   seed=stable_seed(did, "rg", k), tag=did)
         t = await llm.ask("supporter_teacher", teacher_messages(history, values, reference), schema=TEACHER_SCHEMA,
                           schema_name="supporter_turn", seed=stable_seed(did, "teacher", k), tag=did,
-                          check=check_nonempty(("response", "alt_response_with_reference",
-                                                "alt_response_without_reference")))
-        turns.append({"turn": k, "target_values": values, "reference": reference,
-                      "seeker_intensity_before": s["emotion_intensity"], **t})
-        history.append(("supporter", t["response"].strip()))
+                          check=check_nonempty(("alt_response_with_reference", "alt_response_without_reference")))
+        turn = {"turn": k, "target_values": values, "tvd_resamples": resamples, "reference": reference,
+                "seeker_intensity_before": s["emotion_intensity"], **t, "response": teacher_response(t)}
+        turns.append(turn)
+        history.append(("supporter", turn["response"]))
         s = await seeker(k)
-        if s["end_conversation"] and k >= min_turns:
+        turn["seeker_reply"] = {"utterance": s["utterance"].strip(), "emotion_intensity": int(s["emotion_intensity"]),
+                                "end": bool(s["end_conversation"])}
+        if s["end_conversation"]:  # the schema allows it only from min_turns on
             ended_by = "seeker"
             break
     return {"history": history, "seeker_states": seeker_states, "turns": turns, "ended_by": ended_by}
@@ -175,12 +202,12 @@ class Progress:
 
 
 async def simulate_all(llm: LLM, personas: list[dict[str, Any]], sim_cfg: dict[str, Any], progress: Progress,
-                       concurrency: int) -> dict[str, Any]:
+                       concurrency: int, seed: int) -> dict[str, Any]:
     """Run every persona's dialogue (bounded concurrency); finished ones go to `progress`. Returns counters."""
     sem = asyncio.Semaphore(concurrency)
     failed: list[str] = []
     stopped = {"budget": False}
-    todo = [(dialogue_id(p, sim_cfg), p) for p in personas]
+    todo = [(dialogue_id(p, sim_cfg, seed), p) for p in personas]
     todo = [(d, p) for d, p in todo if d not in progress.done]
     log.info("simulate: %d dialogues to run, %d already finished", len(todo), len(personas) - len(todo))
     t0 = time.monotonic()
@@ -215,8 +242,11 @@ def summarise(train: list[dict[str, Any]], val: list[dict[str, Any]]) -> dict[st
     turns = [r["meta"]["n_supporter_turns"] for r in allr]
     drops = [r["meta"]["intensity_trace"][0] - r["meta"]["intensity_trace"][-1] for r in allr
              if r["meta"]["intensity_trace"]]
+    resamples = [t.get("tvd_resamples", 0) for r in allr for t in r["turns"]]
     return {"dialogues": len(allr), "train_dialogues": len(train), "validation_dialogues": len(val),
             "supporter_turns": sum(turns), "mean_supporter_turns": sum(turns) / len(turns) if turns else 0.0,
+            "min_supporter_turns": min(turns) if turns else 0,
+            "tvd_turns_resampled": sum(x > 0 for x in resamples),
             "adoption_rate": adoption.count("Yes") / len(adoption) if adoption else 0.0,
             "mean_intensity_drop": sum(drops) / len(drops) if drops else 0.0,
             "ended_by_seeker": sum(r["meta"]["ended_by"] == "seeker" for r in allr)}
@@ -230,16 +260,16 @@ def run(llm: LLM, personas_path: Path, out_dir: Path, sim_cfg: dict[str, Any], s
         raise ValueError(f"{personas_path}: no personas (run the personas stage first: `dvc repro personas`)")
     if sim_cfg.get("personas"):
         personas = sorted(personas, key=lambda p: p["id"])[: sim_cfg["personas"]]
-    run_key = content_id({"v": CACHE_VERSION, "personas": sorted(p["id"] for p in personas),
+    run_key = content_id({"v": CACHE_VERSION, "seed": seed, "personas": sorted(p["id"] for p in personas),
                           "min": sim_cfg["min_turns"], "max": sim_cfg["max_turns"],
                           "roles": {r: [x.model, x.fingerprint, x.temperature, x.max_tokens]
                                     for r, x in sorted(llm.roles.items())}})
     progress = Progress(progress_dir / f"{run_key}.jsonl")
     try:
-        counters = asyncio.run(simulate_all(llm, personas, sim_cfg, progress, concurrency))
+        counters = asyncio.run(simulate_all(llm, personas, sim_cfg, progress, concurrency, seed))
     finally:
         progress.close()
-    wanted = {dialogue_id(p, sim_cfg) for p in personas}
+    wanted = {dialogue_id(p, sim_cfg, seed) for p in personas}
     records = sorted((r for d, r in progress.done.items() if d in wanted), key=lambda r: r["id"])
     train, val = split_by_persona(records, sim_cfg["validation_fraction"], seed)
     write_jsonl(out_dir / "train.jsonl", train)

@@ -108,3 +108,14 @@ def save_tiny_tokenizer(out: Path) -> Path:
     tok.save_pretrained(str(out))
     (out / "chat_template.jinja").write_text(tpl, encoding="utf-8")
     return out
+
+
+def write_rule(folder: Path, threshold: float = 0.5, min_chars: int = 2, **cuts: float) -> Path:
+    """A value-detector folder holding only presence.json (one cut, `cuts` overriding categories by index name)."""
+    from tasks.annotators.presence import PresenceRule
+    from tasks.domain.taxonomy import VALUE_CATEGORIES
+
+    th = [cuts.get(c, threshold) for c in VALUE_CATEGORIES]
+    folder.mkdir(parents=True, exist_ok=True)
+    PresenceRule(tuple(th), min_chars).save(folder)
+    return folder

@@ -5,8 +5,9 @@ Both are one architecture: a sentence encoder (all-MiniLM-L6-v2 in the tiny prof
 linear multi-label head trained with ~10x the encoder's learning rate. Thresholds are chosen on validation/dev.
 
 Pure core: readers of the dataset formats, batching, `train_classifier()`, `choose_thresholds()`, metrics,
-`Annotator.predict_proba()`. I/O shell: `run_train()` (files, MLflow). A model folder holds the encoder's HF folder
-(`config.json`, `model.safetensors`), its tokenizer, `head.safetensors`, `annotator.json` and `thresholds.json`.
+`Annotator.predict_proba()`. The I/O shell (`run_train()`: files, splits, MLflow) is tasks/annotators/stage.py. A
+model folder holds the encoder's HF folder (`config.json`, `model.safetensors`), its tokenizer, `head.safetensors`,
+`annotator.json`, `thresholds.json` and, for the value detector, `presence.json` (tasks/annotators/presence.py).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.common import paths, registry
+from tasks.common import registry
 from tasks.common.devices import torch_device
+from tasks.common.hashing import content_id
 from tasks.domain.taxonomy import VALUE_CATEGORIES
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,34 @@ def read_goemotions(tsv: str | Path, label_names: list[str]) -> LabelledTexts:
     for i, labs in enumerate(rows):
         y[i, labs] = 1.0
     return LabelledTexts(texts, y, label_names, ids)
+
+
+def concat(a: LabelledTexts, b: LabelledTexts) -> LabelledTexts:
+    """Rows of `a` then rows of `b` (same label names)."""
+    if a.label_names != b.label_names:
+        raise ValueError("concat: label names differ")
+    return LabelledTexts(a.texts + b.texts, np.vstack([a.labels, b.labels]).astype(np.float32), a.label_names,
+                         (a.ids or [str(i) for i in range(len(a.texts))]) + (b.ids or [f"b{i}" for i in range(len(b.texts))]))
+
+
+def unlabelled(texts: Sequence[str], label_names: list[str], prefix: str) -> LabelledTexts:
+    """Texts with all labels 0 (value-free rows)."""
+    return LabelledTexts(list(texts), np.zeros((len(texts), len(label_names)), dtype=np.float32), list(label_names),
+                         [f"{prefix}{i}" for i in range(len(texts))])
+
+
+def holdout_split(d: LabelledTexts, fraction: float, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
+    """(choose, report): a row goes to `report` when the hash of (seed, its id) falls in the first `fraction` of the
+    hash range, so the split does not depend on row order or on which other rows were loaded."""
+    ids = d.ids or [str(i) for i in range(len(d.texts))]
+    cut = int(fraction * 2**64)
+    rep = [int(content_id(["report", seed, i]), 16) < cut for i in ids]
+
+    def take(keep: bool) -> LabelledTexts:
+        idx = [i for i, r in enumerate(rep) if r == keep]
+        return LabelledTexts([d.texts[i] for i in idx], d.labels[idx], d.label_names, [ids[i] for i in idx])
+
+    return take(False), take(True)
 
 
 def subset(d: LabelledTexts, limit: int | None, seed: int) -> LabelledTexts:
@@ -507,62 +537,6 @@ def positivity_scores(probs: np.ndarray, groups: dict[str, list[int]]) -> tuple[
     denom = pos + neg
     positivity = np.where(denom > 1e-6, pos / np.maximum(denom, 1e-6), 0.5)
     return positivity.astype(np.float32), neg.astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------------------- I/O shell
-def external(name: str) -> Path:
-    """data/external/<name>/, staged by the `sources` stage."""
-    p = paths.EXTERNAL / name
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p}: not staged; run `esvr stage sources` (or `dvc repro sources`) first")
-    return p
-
-
-def load_task_data(task: str, cfg: Any, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
-    """(train, dev) for `value_detector` (Touché23 training/validation) or `emotion` (GoEmotions train/dev)."""
-    if task == "value_detector":
-        d = external("touche23")
-        tr = read_touche(d / "arguments-training.tsv", d / "labels-training.tsv")
-        dv = read_touche(d / "arguments-validation.tsv", d / "labels-validation.tsv")
-    elif task == "emotion":
-        d = external("goemotions")
-        names = read_emotion_names(d / "emotions.txt")
-        tr = read_goemotions(d / "train.tsv", names)
-        dv = read_goemotions(d / "dev.tsv", names)
-    else:
-        raise ValueError(f"unknown annotator task {task!r}")
-    return subset(tr, cfg.limit_train, seed), subset(dv, cfg.limit_dev, seed + 1)
-
-
-TASKS = {  # task -> (dvc stage, output folder, registered model name, selection metric)
-    "value_detector": ("train_value_detector", "value_detector", "value-detector", "touche_f1"),
-    "emotion": ("train_emotion", "emotion", "emotion-model", "macro_f1"),
-}
-
-
-def run_train(task: str, cfg: Any, seed: int, out_dir: str | Path | None = None,
-              on_metrics: Callable[[dict[str, float], int], None] | None = None) -> tuple[TrainResult, dict[str, Any]]:
-    """Read the staged data, train, save the model folder (models/<task>/) and return (result, summary metrics)."""
-    _, folder, _, metric = TASKS[task]
-    out = Path(out_dir) if out_dir else paths.MODELS / folder
-    train, dev = load_task_data(task, cfg, seed)
-    log.info("%s: %d train / %d dev rows, config %s", task, len(train.texts), len(dev.texts), cfg.model_dump())
-
-    def save(model: MeanPoolClassifier, th: np.ndarray, epoch: int) -> None:
-        model.save(out, th, extra={"task": task, "base_model": cfg.base_model, "metric": metric,
-                                   "best_epoch": epoch, "threshold_mode": cfg.threshold_mode})
-        if task == "emotion":  # positivity needs the sentiment grouping at inference time: ship it with the model
-            src = external("goemotions") / "sentiment_dict.json"
-            (out / "sentiment_dict.json").write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
-
-    res = train_classifier(train, dev, cfg, seed, metric, on_metrics=on_metrics, on_best=save)
-    save(res.model, res.thresholds, res.best_epoch)
-    summary = {
-        "f1": res.eval["f1"], "macro_precision": res.eval["macro_precision"], "macro_recall": res.eval["macro_recall"],
-        "macro_f1": res.eval["macro_f1"], "best_epoch": res.best_epoch, "train_seconds": res.seconds, "steps": res.steps,
-        "n_train": len(train.texts), "n_dev": len(dev.texts),
-    }
-    return res, summary
 
 
 # --------------------------------------------------------------------------------------------------- loading by URI

@@ -1,20 +1,26 @@
 """The value-presence rule, declared once: which of the 20 categories a text *expresses*.
 
 Every consumer that counts values uses this module — TVD labels and RG pair filtering (datasets), the ESConv
-analysis, the supporter's value reward (N_{t+k}) and the evaluation's Seeker-/Supporter-Value — so "a value is
-present" means the same thing everywhere.
+analysis, the RG value-hit rate, `esvr values predict|eval`, the supporter's value reward (N_{t+k}) and the
+evaluation's Seeker-/Supporter-Value — so "a value is present" means the same thing everywhere.
 
 The rule: a text with fewer than `min_chars` non-space characters expresses no value (the detector's probabilities
 on empty or near-empty inputs are its prior, not evidence); otherwise category c is present when its probability
-reaches `thresholds[c]`. The thresholds live beside the detector (`presence.json` in its folder, written by the
-stage that trains it; `thresholds.json`, the validation-chosen classification thresholds, is the fallback).
+reaches `thresholds[c]`.
+
+How the cuts are calibrated (tasks/annotators/stage.py `run_train`, docs/ANNOTATORS.md): the detector trains on
+Touché23 arguments plus value-free conversational texts (tasks/annotators/value_free.py; all labels 0), and the cuts
+maximise the official Touché F1 on a *choose* set = part of Touché validation + value-free texts, so a cut that
+fires on small talk pays for it in precision. Another part of validation, other value-free texts, the probes, FULCRA
+and ESConv are held back and only report (tasks/annotators/presence_eval.py). The rule is written beside the detector
+as `presence.json` by the stage that trains it; a folder without one falls back to its `thresholds.json`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,8 @@ class PresenceRule:
     thresholds: tuple[float, ...]
     min_chars: int = DEFAULT_MIN_CHARS
     labels: tuple[str, ...] = VALUE_CATEGORIES
+    #: How the cuts were chosen (sets, sizes, objective); recorded in presence.json, not part of the rule itself.
+    calibration: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.labels):
@@ -51,8 +59,9 @@ class PresenceRule:
     def present(self, texts: Sequence[str], probs: np.ndarray) -> np.ndarray:
         """Boolean (n, 20) for texts and their detector probabilities."""
         mask = self.present_probs(probs)
-        short = np.array([len("".join(str(t).split())) < self.min_chars for t in texts], dtype=bool)
-        mask[short] = False
+        if len(texts) != len(mask):
+            raise ValueError(f"presence rule: {len(texts)} texts for {len(mask)} probability rows")
+        mask[self.short(texts)] = False
         return mask
 
     def values(self, texts: Sequence[str], probs: np.ndarray) -> list[list[str]]:
@@ -60,16 +69,22 @@ class PresenceRule:
         return [[self.labels[j] for j in np.flatnonzero(row)] for row in self.present(texts, probs)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"labels": list(self.labels), "thresholds": [round(float(t), 6) for t in self.thresholds],
-                "min_chars": self.min_chars}
+        out = {"labels": list(self.labels), "thresholds": [round(float(t), 6) for t in self.thresholds],
+               "min_chars": self.min_chars}
+        if self.calibration:
+            out["calibration"] = self.calibration
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PresenceRule:
         labels = tuple(d.get("labels", VALUE_CATEGORIES))
+        if labels != VALUE_CATEGORIES:
+            raise ValueError(f"presence rule: labels must be the 20 categories in taxonomy order, got {list(labels)}")
         th = d["thresholds"]
         if isinstance(th, dict):
             th = [th[c] for c in labels]
-        return cls(tuple(float(x) for x in th), int(d.get("min_chars", DEFAULT_MIN_CHARS)), labels)
+        return cls(tuple(float(x) for x in th), int(d.get("min_chars", DEFAULT_MIN_CHARS)), labels,
+                   dict(d.get("calibration") or {}))
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> PresenceRule:
@@ -85,6 +100,10 @@ class PresenceRule:
     def save(self, folder: str | Path) -> None:
         (Path(folder) / PRESENCE_FILE).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
 
+    def short(self, texts: Sequence[str]) -> np.ndarray:
+        """Boolean (n,): texts below the length floor (no value whatever the detector says)."""
+        return np.array([len("".join(str(t).split())) < self.min_chars for t in texts], dtype=bool)
+
 
 class ValueDetector:
     """The value detector with its presence rule: probabilities and present values for raw texts."""
@@ -93,7 +112,14 @@ class ValueDetector:
         self.model, self.rule = model, rule
 
     def probs(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.model.predict_proba(list(texts)))
+        return np.asarray(self.model.predict_proba(list(texts), batch_size=64, max_tokens=8192))
+
+    def mask(self, texts: Sequence[str]) -> np.ndarray:
+        """Boolean (n, 20) of the values present in each text."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, len(self.rule.labels)), dtype=bool)
+        return self.rule.present(texts, self.probs(texts))
 
     def present(self, texts: Sequence[str]) -> list[list[str]]:
         texts = list(texts)

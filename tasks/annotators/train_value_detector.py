@@ -1,16 +1,73 @@
-"""Stage `train_value_detector`: MiniLM (paper: DeBERTa-v3-large) + mean pooling, 20 Touché23 value categories,
-threshold(s) chosen on validation; registered as `value-detector@champion`."""
+"""Stage `train_value_detector`: MiniLM (paper: DeBERTa-v3-large) + mean pooling, 20 Touché23 value categories, and
+the value-presence rule (tasks/annotators/presence.py) calibrated with it; registered as `value-detector@champion`.
+
+What the value detector adds to the shared annotator recipe (tasks/annotators/stage.py):
+* value-free texts (tasks/annotators/value_free.py, all labels 0) join training and the choose part of validation,
+  so the epoch and the thresholds are chosen on a set where firing on small talk costs precision;
+* `presence.json` = those thresholds + `value_detector.presence.min_chars`, written with every checkpoint;
+* the presence figures (tasks/annotators/presence_eval.py) on sources that chose nothing: probes, value-laden
+  sentences, FULCRA, a sample of ESConv seeker turns, held-back value-free texts;
+* a gate on the small-talk probes (`presence.max_probe_value_share`) beside the held-back F1 gate.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from tasks.annotators.stage import train_and_log
+import numpy as np
+
+from tasks.annotators import classifier, presence_eval, value_free
+from tasks.annotators.classifier import LabelledTexts, MeanPoolClassifier
+from tasks.annotators.presence import PresenceRule, ValueDetector
+from tasks.annotators.stage import Extension, external, train_and_log
 
 TASK = "value_detector"
+METRIC = "touche_f1"
+
+
+def presence_extension(cfg: Any) -> Extension:
+    """The value detector's Extension for `value_detector` params (`cfg`, with its `presence` group)."""
+    pcfg = cfg.presence
+    state: dict[str, Any] = {}
+
+    def augment(train: LabelledTexts, choose: LabelledTexts, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
+        excluded = presence_eval.PROBES + tuple(t for _, t in presence_eval.VALUE_LADEN)
+        pool = value_free.load_pool(pcfg, external("goemotions"), external("claff_offmychest"), excluded, seed,
+                                    round(len(choose.texts) * pcfg.choose_ratio))
+        state.update(pool=pool, seed=seed, choose_arguments=len(choose.texts))
+        return (classifier.concat(train, classifier.unlabelled(pool.train, train.label_names, "vf-train-")),
+                classifier.concat(choose, classifier.unlabelled(pool.choose, choose.label_names, "vf-choose-")))
+
+    def rule(th: np.ndarray) -> PresenceRule:
+        pool = state["pool"]
+        return PresenceRule(tuple(float(x) for x in th), pcfg.min_chars, calibration={
+            "objective": f"{METRIC} on the choose set (validation arguments + value-free texts)",
+            "threshold_mode": cfg.threshold_mode, "choose_arguments": state["choose_arguments"],
+            "choose_value_free": len(pool.choose), "train_value_free": len(pool.train),
+            "rule": value_free.RULE_VERSION, "value_free": pool.counts, "seed": state["seed"]})
+
+    def on_save(folder: Path, th: np.ndarray) -> None:
+        rule(th).save(folder)  # the presence rule travels with every checkpoint of the detector
+
+    def report(model: MeanPoolClassifier, th: np.ndarray, seed: int) -> dict[str, Any]:
+        fulcra = presence_eval.read_fulcra(external("fulcra") / "trustworthy_data.jsonl")
+        turns = presence_eval.esconv_seeker_turns(external("esconv"), pcfg.esconv_turns, seed)
+        figures = presence_eval.presence_report(ValueDetector(model, rule(th)), fulcra[:2], turns,
+                                                state["pool"].report)
+        return {"presence": figures, "value_free": state["pool"].counts}
+
+    def gates(summary: dict[str, Any]) -> list[str]:
+        probes = summary["presence"]["probes_small_talk"]
+        share = 1.0 - probes["share_no_value"]
+        if share > pcfg.max_probe_value_share:
+            return [f"{TASK}: {share:.0%} of the small-talk probes get a value (> value_detector.presence."
+                    f"max_probe_value_share {pcfg.max_probe_value_share}): {probes['with_value']}"]
+        return []
+
+    return Extension(augment, on_save, report, gates)
 
 
 def train_value_detector(params_file: str = "params.yaml", out_dir: Path | None = None) -> dict[str, Any]:
-    """Train, log and register the model; returns the stage's metrics."""
-    return train_and_log(TASK, params_file, out_dir)
+    """Train, calibrate the presence rule, log and register the model; returns the stage's metrics."""
+    return train_and_log(TASK, params_file, out_dir, presence_extension)

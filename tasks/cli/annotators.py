@@ -34,6 +34,17 @@ def _load(uri: str):
         raise  # unreachable; keeps type checkers happy
 
 
+def _detector(uri: str):
+    """The value detector with its presence rule (presence.json): what every consumer counts values with."""
+    from tasks.annotators.presence import load_detector
+
+    try:
+        return load_detector(uri)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+        raise  # unreachable; keeps type checkers happy
+
+
 def _emit(obj: dict) -> None:
     typer.echo(json.dumps(obj, sort_keys=False))
 
@@ -45,16 +56,19 @@ def values_eval(
     model: str = typer.Option(VALUE_MODEL, "--model", help="Folder or MLflow URI (models:/value-detector@champion)."),
     batch_size: int = typer.Option(64, help="Rows per inference batch."),
 ) -> None:
-    """Official Touché23 measure (F1 of macro precision and recall) at the model's own thresholds."""
+    """Official Touché23 measure (F1 of macro precision and recall) with the detector's presence rule."""
+    import numpy as np
+
     from tasks.annotators import classifier as annotators
 
     try:
         data = annotators.read_touche(arguments, labels)
     except ValueError as e:
         _fail(str(e))
-    m, th, meta, _ = _load(model)
-    probs = m.predict_proba(data.texts, batch_size=batch_size, max_tokens=8192)
-    ev = annotators.evaluate(probs, data.labels, th, data.label_names)
+    det = _detector(model)
+    probs = det.model.predict_proba(data.texts, batch_size=batch_size, max_tokens=8192)
+    pred = det.rule.present(data.texts, probs).astype("float32")  # 0/1: a 0.5 cut in evaluate() keeps it as it is
+    ev = annotators.evaluate(pred, data.labels, np.full(len(data.label_names), 0.5), data.label_names)
     _emit({"f1": ev["f1"], "macro_precision": ev["macro_precision"], "macro_recall": ev["macro_recall"],
            "n": len(data.texts), "per_category": ev["per_category"]})
 
@@ -77,16 +91,17 @@ def values_predict(
     out: Path = typer.Option(..., "--out", help='JSONL of {"id", "values": [20 probs], "predicted": [categories]}'),
     model: str = typer.Option(VALUE_MODEL, "--model", help="Folder or MLflow URI."),
 ) -> None:
-    """20 category probabilities per text (tasks.domain.taxonomy order) and the categories above their thresholds."""
+    """20 category probabilities per text (tasks.domain.taxonomy order) and the categories present by the detector's
+    presence rule (presence.json: its per-category cuts and the minimum text length)."""
     from tasks.common.io import write_jsonl
 
     ids, texts = _read_texts(input)
-    m, th, _, _ = _load(model)
-    probs = m.predict_proba(texts, batch_size=64, max_tokens=8192)
-    n = write_jsonl(out, ({"id": i, "values": [round(float(x), 5) for x in p],
-                           "predicted": [m.label_names[j] for j in range(len(p)) if p[j] >= th[j]]}
-                          for i, p in zip(ids, probs, strict=True)))
-    _emit({"written": n, "out": str(out), "labels": m.label_names})
+    det = _detector(model)
+    probs = det.probs(texts)
+    present = det.rule.values(texts, probs)
+    n = write_jsonl(out, ({"id": i, "values": [round(float(x), 5) for x in p], "predicted": v}
+                          for i, p, v in zip(ids, probs, present, strict=True)))
+    _emit({"written": n, "out": str(out), "labels": list(det.rule.labels)})
 
 
 @emotions_app.command("eval")
@@ -133,15 +148,18 @@ def analyze_esconv(
     model: str = typer.Option(VALUE_MODEL, "--model", help="Value detector folder or MLflow URI."),
     last_turns: int = typer.Option(4, help="Seeker turns counted at the end of each conversation."),
     test: str = typer.Option("mannwhitney", help="mannwhitney | welch"),
-    threshold: float = typer.Option(0.0, help="One fixed value-presence cut (0 = the detector's thresholds.json)."),
+    threshold: float = typer.Option(0.0, help="One fixed value-presence cut (0 = the detector's presence.json)."),
+    bootstrap: int = typer.Option(2000, help="Bootstrap resamples for the 95 % intervals."),
+    seed: int = typer.Option(1234, help="Seed of the bootstrap."),
 ) -> None:
     """High-effect (intensity 5 -> 1-2) vs low-effect (5 -> 3-5) seekers: positive values in their last turns."""
     from tasks import esconv_analysis as esconv
     from tasks.common.config import EsconvAnalysisParams
 
-    cfg = EsconvAnalysisParams(model=model, last_turns=last_turns, test=test, presence_threshold=threshold)
+    cfg = EsconvAnalysisParams(model=model, last_turns=last_turns, test=test, presence_threshold=threshold,
+                               initial_intensity=5, high_final=[1, 2], limit=0, bootstrap=bootstrap)
     try:
-        res = esconv.run(data, model, cfg)
+        res = esconv.run(data, model, cfg, seed)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     _emit(res)

@@ -111,11 +111,8 @@ class DatasetsParams(StrictModel):
     positivity_min_increase: float = Field(0.1, ge=-1.0, le=1.0)
     # When set, the threshold is this quantile of the candidate OP replies' positivity (replaces positivity_threshold).
     positivity_quantile: float | None = Field(None, ge=0.0, le=1.0)
-    # A comment *expresses* a value when its detector probability reaches this (rejected-comment filter):
-    # "detector" = the detector's own calibrated per-category thresholds (value_thresholds_file), or one number.
-    value_threshold: float | Literal["detector"] = 0.25
-    value_thresholds_file: str = "models/value_detector/thresholds.json"
-    value_top_k: int = Field(0, ge=0, le=20)  # >0: a comment expresses only its top-k values (above the threshold)
+    # The value detector folder whose presence.json is the presence rule (target values, rejected-comment filter).
+    value_detector: str
     max_rejected_per_example: int = Field(2, ge=1)  # rejected comments sampled per chosen reply
     max_turn_chars: int = Field(0, ge=0)  # history turns are cut to this many chars (0 = whole); answers never are
     min_chars: int = Field(2, ge=1)  # an utterance shorter than this after cleaning is unusable ("[removed]" -> "")
@@ -129,13 +126,6 @@ class DatasetsParams(StrictModel):
     chars_per_token: float = Field(4.0, gt=0.0)  # fallback estimate when the tokenizer folder is absent
     limit_threads: int = Field(0, ge=0)  # 0 = all; >0 keeps the first N threads by id (shrinks e2e runs)
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)  # utterances without usable annotations before failing
-
-    @field_validator("value_threshold")
-    @classmethod
-    def _threshold(cls, v: float | str) -> float | str:
-        if isinstance(v, (int, float)) and not 0.0 < v < 1.0:
-            raise ValueError(f"value_threshold must be in (0, 1) or 'detector', got {v}")
-        return v
 
     @field_validator("splits")
     @classmethod
@@ -165,6 +155,29 @@ class AnnotatorTrainParams(StrictModel):
     num_threads: int = Field(2, ge=0)  # torch intra-op threads (0 = torch default)
     log_every: int = Field(50, ge=1)
     register_champion: bool = True  # register the model in MLflow and point alias `champion` at it
+    # Honest numbers: this share of the validation/dev rows (seeded, by id) chooses nothing (epoch, thresholds);
+    # the stage reports on it. min_report_score: the stage fails below it on that held-back part.
+    report_fraction: float = Field(gt=0.0, lt=1.0)
+    min_report_score: float = Field(ge=0.0, le=1.0)
+
+
+class PresenceParams(StrictModel):
+    """`value_detector.presence`: the value-presence rule (tasks/annotators/presence.py) and how it is calibrated."""
+
+    min_chars: int = Field(ge=0)  # fewer non-space characters than this: no value, whatever the detector says
+    value_free_sources: list[Literal["goemotions_short", "claff_routine"]]  # tasks/annotators/value_free.py
+    short_max_words: int = Field(ge=1)  # goemotions_short: comments of at most this many words
+    value_free_train: int = Field(ge=0)  # value-free texts added to training (all labels 0); 0 = arguments only
+    choose_ratio: float = Field(ge=0.0)  # value-free texts in the threshold-choosing set per validation argument there
+    value_free_report: int = Field(ge=0)  # value-free texts held back for the report
+    esconv_turns: int = Field(ge=0)  # ESConv seeker turns sampled for `values per turn` (0 = all)
+    max_probe_value_share: float = Field(ge=0.0, le=1.0)  # the stage fails when more small-talk probes get a value
+
+
+class ValueDetectorParams(AnnotatorTrainParams):
+    """`value_detector`: the annotator recipe plus its presence rule."""
+
+    presence: PresenceParams
 
 
 class AnnotateParams(StrictModel):
@@ -188,8 +201,9 @@ class EsconvAnalysisParams(StrictModel):
     initial_intensity: int = Field(5, ge=1, le=5)
     high_final: list[int] = Field(default_factory=lambda: [1, 2])
     test: Literal["mannwhitney", "welch"] = "mannwhitney"
-    presence_threshold: float = Field(0.0, ge=0, lt=1)  # 0 = the detector's thresholds.json; else one fixed cut
+    presence_threshold: float = Field(0.0, ge=0, lt=1)  # 0 = the detector's presence rule; else one fixed cut
     limit: int = Field(0, ge=0)  # 0 = all conversations
+    bootstrap: int = Field(ge=0)  # percentile-bootstrap resamples behind each 95 % interval (0 = no intervals)
 # --------------------------------------------------------------------------------------------------- training
 class TokenizerParams(StrictModel):
     """`base_model.tokenizer`: the byte-level BPE trained on the crawled corpus (tiny profile only)."""
@@ -376,7 +390,7 @@ class Params(StrictModel):
     # one group per stage, in DAG order; every group is required so a profile cannot silently fall back
     sources: SourcesParams
     crawl: CrawlParams
-    value_detector: AnnotatorTrainParams
+    value_detector: ValueDetectorParams
     emotion: AnnotatorTrainParams
     annotate: AnnotateParams
     esconv_analysis: EsconvAnalysisParams

@@ -7,8 +7,10 @@ every cache key and dataset card built from these prompts).
 * History: a sequence of `(role, text)` pairs, role "seeker" (the Reddit OP) or "supporter" (the commenter), oldest
   first. It is rendered as one transcript inside a single user message, so chat templates that insist on
   alternating user/assistant turns accept it and SFT loss falls only on the final assistant reply.
-* TVD (target value detector): `tvd_messages(history)` → the model answers `Values: A; B; C` (3 distinct
-  category names of `tasks.domain.taxonomy.VALUE_CATEGORIES`); `format_tvd_answer` writes it, `parse_tvd_answer` reads it.
+* TVD (target value detector): `tvd_messages(history)` → the model answers `Values: A; B; C` (1 to 3 distinct
+  category names of `tasks.domain.taxonomy.VALUE_CATEGORIES`: its labels name the values present in the seeker's
+  next reply, which may be fewer than 3; the simulation decodes exactly 3); `format_tvd_answer` writes it,
+  `parse_tvd_answer` reads it.
 * RG (reference generator): `rg_prompt(history, target_values)` → the model answers with the supporter's next reply.
 """
 
@@ -21,7 +23,7 @@ from typing import Literal
 from tasks.domain.taxonomy import N_VALUES, VALUE_CATEGORIES, VALUE_INDEX, validate_categories
 
 #: Bump when any wording below changes: datasets, caches and cards record it.
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"  # v2: TVD answers name 1 to 3 values
 
 Role = Literal["seeker", "supporter"]
 Message = dict[str, str]
@@ -38,7 +40,8 @@ TVD_SEPARATOR = "; "
 
 TVD_SYSTEM = (
     "You read an emotional-support conversation and predict which human values the seeker should be helped to "
-    f"express next. Answer with exactly one line: '{TVD_PREFIX} A; B; C', naming {TVD_K} different value categories."
+    f"express next. Answer with exactly one line: '{TVD_PREFIX} A; B; C', naming up to {TVD_K} different value "
+    "categories, the most telling first."
 )
 RG_SYSTEM = (
     "You are a caring peer supporter replying to someone who shared something difficult. Write your next reply "
@@ -94,11 +97,11 @@ def tvd_messages(history: History) -> list[Message]:
 
 
 def format_tvd_answer(values: Sequence[str]) -> str:
-    """`Values: A; B; C` for exactly TVD_K distinct, valid category names (order kept)."""
+    """`Values: A; B; C` for 1 to TVD_K distinct, valid category names (order kept)."""
     values = list(values)
     validate_categories(values, "format_tvd_answer")
-    if len(values) != TVD_K or len(set(values)) != TVD_K:
-        raise ValueError(f"format_tvd_answer: need {TVD_K} distinct categories, got {values}")
+    if not 1 <= len(values) <= TVD_K or len(set(values)) != len(values):
+        raise ValueError(f"format_tvd_answer: need 1 to {TVD_K} distinct categories, got {values}")
     return f"{TVD_PREFIX} {TVD_SEPARATOR.join(values)}"
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from tasks.domain.prompts import TVD_K, render_history
 from tasks.domain.taxonomy import VALUE_CATEGORIES
 
-SIM_PROMPT_VERSION = "sim-v1"
+SIM_PROMPT_VERSION = "sim-v2"  # v2: no free `response` (it is the alternative adopt_reference names); seeker may not end early
 
 #: ESConv's 8 supporter strategies (data/external/esconv/strategy.json, brackets dropped).
 STRATEGIES = ("Question", "Restatement or Paraphrasing", "Reflection of feelings", "Self-disclosure",
@@ -70,6 +70,14 @@ SEEKER_SCHEMA = _obj({"utterance": _STR, "emotion_intensity": {"type": "integer"
                       "end_conversation": {"type": "boolean"}})
 
 
+def seeker_schema(may_end: bool) -> dict[str, Any]:
+    """The seeker's schema; before `simulate.min_turns` supporter turns `end_conversation` can only be false, so a
+    recorded `end` always means the dialogue ended there (decoding cannot ask to leave when leaving is not allowed)."""
+    if may_end:
+        return SEEKER_SCHEMA
+    return _obj({**SEEKER_SCHEMA["properties"], "end_conversation": {"type": "boolean", "enum": [False]}})
+
+
 def seeker_system(persona: dict[str, Any]) -> str:
     return (
         "You play a person who came to an online peer-support chat. Stay in character; never say you are an AI.\n"
@@ -94,16 +102,23 @@ def seeker_messages(persona: dict[str, Any], history: list[tuple[str, str]]) -> 
 
 
 # ------------------------------------------------------------------------------------------ supporter teacher
+# No free `response` field: the reply the seeker sees is the alternative that `adopt_reference` names
+# (`teacher_response`), so a turn's response and its adoption decision agree by construction, whatever the model.
 TEACHER_SCHEMA = _obj({
     "issue_and_state": _STR,
     "reference_key_content": _STR,
     "adopt_reference": {"type": "string", "enum": ["Yes", "No"]},
     "adopt_reason": _STR,
     "strategy": {"type": "string", "enum": list(STRATEGIES)},
-    "response": _STR,
     "alt_response_with_reference": _STR,
     "alt_response_without_reference": _STR,
 })
+
+
+def teacher_response(turn: dict[str, Any]) -> str:
+    """The reply the seeker sees: the alternative that builds on the reference when it is adopted, else the other."""
+    key = "alt_response_with_reference" if turn["adopt_reference"] == "Yes" else "alt_response_without_reference"
+    return str(turn[key]).strip()
 
 TEACHER_SYSTEM = (
     "You are an expert emotional-support counsellor. Your next reply should help the seeker feel better and "
@@ -114,9 +129,9 @@ TEACHER_SYSTEM = (
     "adopt_reason: why.\n"
     "4. strategy: one of these ESConv strategies -\n"
     + "\n".join(f"   - {k}: {v}" for k, v in STRATEGY_HINTS.items())
-    + "\nresponse: your reply to the seeker (1-3 sentences, warm, specific, no lists).\n"
-    "Also write two alternatives for the same turn: alt_response_with_reference (a reply that does build on the "
-    "reference) and alt_response_without_reference (a reply that ignores it). Answer with the JSON object only."
+    + "\nThen write your reply to the seeker (1-3 sentences, warm, specific, no lists) twice: "
+    "alt_response_with_reference builds on the reference, alt_response_without_reference ignores it. The seeker "
+    "receives the one your adopt_reference decision names. Answer with the JSON object only."
 )
 
 
@@ -135,7 +150,13 @@ SUPPORTER_SYSTEM = (
 
 
 # ------------------------------------------------------------------------------------------ TVD constraint
-def tvd_regex(k: int = TVD_K) -> str:
-    """Regex of a TVD answer ('Values: A; B; C'), sent as vLLM-style structured_outputs so decoding cannot drift."""
-    alt = "(" + "|".join(re.escape(v) for v in VALUE_CATEGORIES) + ")"
-    return "Values: " + "; ".join([alt] * k)
+def tvd_regex(k: int = TVD_K, fixed: tuple[str, ...] | list[str] = ()) -> str:
+    """Regex of a TVD answer ('Values: A; B; C'), sent as vLLM-style structured_outputs so decoding cannot drift.
+
+    `fixed`: categories already chosen; they are written as literals and the remaining slots may only name the
+    other categories. Resampling a repeated slot this way keeps the distinct ones and decodes (greedily, like the
+    first answer) only what repeated; a regex cannot say "distinct" without listing 20x19x18 triples."""
+    fixed = list(fixed)[:k]
+    rest = [v for v in VALUE_CATEGORIES if v not in fixed]
+    alt = "(" + "|".join(re.escape(v) for v in rest) + ")"
+    return "Values: " + "; ".join([re.escape(v) for v in fixed] + [alt] * (k - len(fixed)))

@@ -303,11 +303,13 @@ class LLM:
     async def ask(self, role_name: str, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
                   schema_name: str = "answer", regex: str | None = None,
                   check: Callable[[Any], Any] | None = None, seed: int | None = None,
-                  tag: str | None = None) -> Any:
+                  tag: str | None = None, hot_reasks: bool = True) -> Any:
         """Ask `role_name`; returns the validated answer (a dict under `schema`, else the text, or `check`'s result).
 
         `check(answer)` may transform the answer or raise ValueError (its message is sent back in the re-ask).
         `tag` is sent as the OpenAI `user` field (logs, fault-injection servers); it is not part of the cache key.
+        `hot_reasks=False` keeps re-asks at the role's temperature (grammar-constrained answers, where only a
+        transport fault makes an answer invalid and a hotter sample would change what the answer means).
         """
         role = self.roles[role_name]
         led = self.ledger.roles[role_name]
@@ -315,7 +317,8 @@ class LLM:
         msgs = list(messages)
         for attempt in range(self.max_reasks + 1):
             # a greedy model repeats its invalid answer verbatim: re-asks sample instead
-            temperature = role.temperature if attempt == 0 else max(role.temperature, REASK_MIN_TEMPERATURE)
+            temperature = role.temperature if attempt == 0 or not hot_reasks else max(role.temperature,
+                                                                                     REASK_MIN_TEMPERATURE)
             body: dict[str, Any] = {"messages": msgs, "temperature": temperature, "max_tokens": role.max_tokens,
                                     "seed": None if seed is None else seed + attempt,
                                     "attempt": attempt}  # in the key: identical re-asks must not hit the cache

@@ -1,6 +1,6 @@
 """Evaluation of the trained helpers (pure: models and records in, numbers out; no files, no MLflow).
 
-* TVD: parse "Values: A; B; C", score the 3 predicted categories against the label set (micro P/R/F1 and the
+* TVD: parse "Values: A; B; C", score the predicted categories (1 to 3) against the label set (micro P/R/F1 and the
   Touché-style macro F1), next to a majority-prior baseline that always predicts the 3 most frequent training
   categories; unparsable outputs are counted as malformed and score as the valid names they contain.
 * RG: completion log-probabilities under a model give the eval loss (NLL per assistant token), the raw preference
@@ -29,7 +29,8 @@ _PREFIX = re.compile(r"^\s*values\s*:\s*", re.IGNORECASE)
 def parse_values(text: str) -> tuple[list[str], bool]:
     """Categories named in a TVD answer (canonical spelling, deduplicated, in order) and whether it is malformed.
 
-    Well-formed means exactly `Values: A; B; C` with 3 distinct valid category names.
+    Well-formed means exactly `Values: A; B; C` with 1 to 3 distinct valid category names (the labels name the
+    values present in the next reply, which may be fewer than 3).
     """
     m = _PREFIX.match(text or "")
     body = (text[m.end():] if m else (text or "")).strip()
@@ -40,7 +41,7 @@ def parse_values(text: str) -> tuple[list[str], bool]:
         c = _CANON.get(part.lower())
         if c and c not in names:
             names.append(c)
-    malformed = m is None or len(names) != 3 or len(parts) != 3
+    malformed = m is None or not 1 <= len(names) <= 3 or len(parts) != len(names)
     try:  # score what downstream stages will read: the datasets stage's tolerant parser, when present
         from tasks.domain.prompts import parse_tvd_answer
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.annotators.classifier import load_annotator
+from tasks.annotators.presence import load_detector
 from tasks.common import paths, registry
 from tasks.domain import chat_template
 from tasks.train import evaluation as train_eval
@@ -21,18 +21,13 @@ log = logging.getLogger(__name__)
 
 
 def _detector(cfg: Any) -> tuple[Callable[[list[str]], list[list[str]]] | None, str]:
-    """Values present in texts, by the annotate stage's value detector; None and the reason when it is absent (the
-    value-hit rate is then skipped and the champion rule falls back to preference accuracy alone)."""
+    """Values present in texts by the value detector's presence rule (tasks/annotators/presence.py); None and the
+    reason when it is absent (the value-hit rate is then skipped and the champion rule falls back to the held-out
+    preference metrics alone)."""
     path = paths.ROOT / cfg.train.rg_eval.value_detector
     if not path.exists():
         return None, f"no value detector at {path} (run `dvc repro train_value_detector`)"
-    model, thresholds, _, _ = load_annotator(path)
-
-    def detect(texts: list[str]) -> list[list[str]]:
-        probs = model.predict_proba(texts)
-        return [[c for c, p, th in zip(model.label_names, row, thresholds, strict=True) if p >= th] for row in probs]
-
-    return detect, ""
+    return load_detector(path).present, ""
 
 
 def _rg_eval(model: Any, tok: Any, sft_test: list[dict], pairs: list[dict], t: Any) -> tuple[dict[str, float], list, list, list[str]]:
@@ -73,10 +68,9 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
         logps[name] = (c, rj)
         examples[name] = gens[:10]
         m["empty_share"] = sum(not g.strip() for g in gens) / len(gens) if gens else math.nan
-        if detector is not None:
-            # An empty generation is a miss whatever the detector says (its calibrated thresholds fire on "").
-            found = [d if g.strip() else [] for d, g in zip(detector(gens), gens, strict=True)]
-            m["value_hit_rate"] = train_eval.value_hits(found, [r.get("target_values", []) for r in sft_test[: len(gens)]])
+        if detector is not None:  # the presence rule: an empty generation has no value, whatever the probabilities
+            m["value_hit_rate"] = train_eval.value_hits(detector(gens), [r.get("target_values", [])
+                                                                          for r in sft_test[: len(gens)]])
         side[name] = m
         del model
     if detector is not None and sft_test:  # the human replies of the test split: what a hit rate can reach

@@ -1,8 +1,9 @@
 """Data contracts of data/datasets (issue Datasets §7), on hand-built records AND on the stage's real output.
 
-* no thread in two splits; * every TVD label is 3 distinct valid categories; * chosen != rejected;
-* a rejected comment shares no value with its target values (re-derived from the annotations, not only the
-  record's own field); * every record traces to its thread id and to utterances of that thread.
+* no thread in two splits; * every TVD label is 1-3 distinct valid categories, the values present in the outcome
+  by the presence rule, ranked by lift (re-derived from the texts and annotations); * chosen != rejected;
+* a rejected comment's present values share none with its target values (re-derived from the annotations, not only
+  the record's own field); * every record traces to its thread id and to utterances of that thread.
 
 Real output: the project's data/datasets when `dvc repro datasets` has run; otherwise the stage core is run here on
 the project's data/threads + data/annotated (crawl + annotate outputs built from the mirror). Skips say which.
@@ -16,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from tasks import datasets as ds
+from tasks.annotators.presence import PresenceRule
 from tasks.common import paths
 from tasks.common.config import DatasetsParams, load_params
 from tasks.common.io import read_json, read_jsonl
 from tasks.domain import prompts
-from tests.dataset_builders import write_store
+from tests.dataset_builders import write_rule, write_store
 
 
 def _store_index(threads_dir: Path) -> dict[str, set[str]]:
@@ -33,12 +35,19 @@ def _annotations(ann_dir: Path) -> dict[str, list[float]]:
     return {a["id"]: a["values"] for f in sorted((ann_dir / "shards").glob("*.jsonl")) for a in read_jsonl(f)}
 
 
-def assert_contracts(data, threads_dir: Path, ann_dir: Path, value_threshold: float | list[float], top_k: int = 0
-                     ) -> None:
-    """Every contract, including the ones that need the thread store and the annotations."""
+def _texts(threads_dir: Path) -> dict[str, str]:
+    return {u["id"]: ds.clean_text(u.get("text")) for f in sorted((threads_dir / "shards").glob("*.jsonl"))
+            for t in read_jsonl(f) for u in t["utterances"]}
+
+
+def assert_contracts(data, threads_dir: Path, ann_dir: Path, stats: dict) -> None:
+    """Every contract, including the ones that need the thread store and the annotations; the presence rule and the
+    base rates are the ones the stage recorded in its stats."""
     index = _store_index(threads_dir)
     assert ds.contract_violations(data, set(index)) == []
     values = _annotations(ann_dir)
+    texts = _texts(threads_dir)
+    rule, rates = PresenceRule.from_dict(stats["presence"]), stats["base_rates"]
     split_of: dict[str, str] = {}
     for name, splits in data.items():
         for split, recs in splits.items():
@@ -46,16 +55,18 @@ def assert_contracts(data, threads_dir: Path, ann_dir: Path, value_threshold: fl
                 assert split_of.setdefault(r["thread_id"], split) == split, f"{r['thread_id']} leaks across splits"
                 own = index[r["thread_id"]]
                 assert {*r["history_ids"], r["reply_id"], r["outcome_id"]} <= own, f"{name}/{r['id']} untraceable"
-                assert ds.top_values(values[r["outcome_id"]]) == r["target_values"]
+                target = ds.target_values(texts[r["outcome_id"]], values[r["outcome_id"]], rule, rates)
+                assert target == r["target_values"] and 1 <= len(target) <= prompts.TVD_K
                 if name == "tvd":
                     labels = prompts.parse_tvd_answer(r["messages"][-1]["content"])
-                    assert labels is not None and len(set(labels)) == 3
+                    assert labels == target and len(set(labels)) == len(labels)
                     assert set(labels) <= set(prompts.VALUE_CATEGORIES)
                 if name == "rg_pairs":
                     assert r["chosen"] != r["rejected"]
                     assert r["rejected_id"] in own and r["rejected_id"] != r["reply_id"]
-                    detected = ds.detected_values(values[r["rejected_id"]], value_threshold, top_k)
-                    assert not set(detected) & set(r["target_values"]), f"{r['id']}: rejected shares values"
+                    present = ds.present_values(texts[r["rejected_id"]], values[r["rejected_id"]], rule)
+                    assert present == r["rejected_values"]
+                    assert not set(present) & set(r["target_values"]), f"{r['id']}: rejected shares values"
 
 
 # ------------------------------------------------------------------------------------------------------ hand-built
@@ -63,15 +74,15 @@ def assert_contracts(data, threads_dir: Path, ann_dir: Path, value_threshold: fl
 def hand_built(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     threads_dir, ann_dir = write_store(root, n_threads=10)
-    cfg = DatasetsParams()
-    ds.run(cfg, 11, threads_dir, ann_dir, root / "datasets")
-    return ds.load_datasets(root / "datasets"), threads_dir, ann_dir, cfg.value_threshold
+    cfg = DatasetsParams(value_detector=str(write_rule(root / "vd")))
+    stats = ds.run(cfg, 11, threads_dir, ann_dir, root / "datasets")
+    return ds.load_datasets(root / "datasets"), threads_dir, ann_dir, stats
 
 
 def test_contracts_hold_on_hand_built_records(hand_built):
-    data, threads_dir, ann_dir, threshold = hand_built
+    data, threads_dir, ann_dir, stats = hand_built
     assert sum(len(r) for r in data["rg_pairs"].values()) > 0
-    assert_contracts(data, threads_dir, ann_dir, threshold)
+    assert_contracts(data, threads_dir, ann_dir, stats)
 
 
 def _first(data, name):
@@ -157,7 +168,7 @@ def test_contracts_hold_on_real_output(real_output):
     data, threads_dir, ann_dir, _, out = real_output
     # The thresholds the stage used (the detector's, or the fixed one) are recorded in its stats.
     stats = read_json(out / "stats.json")
-    assert_contracts(data, threads_dir, ann_dir, stats["value_thresholds"], stats["value_top_k"])
+    assert_contracts(data, threads_dir, ann_dir, stats)
 
 
 @pytest.mark.mirror

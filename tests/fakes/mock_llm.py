@@ -70,11 +70,17 @@ def instance(schema: dict[str, Any], salt: str) -> Any:
 
 
 def regex_answer(rx: str, salt: str) -> str:
-    """`Values: A; B; C` from a regex whose groups list the value names (three distinct ones)."""
-    m = re.search(r"\(((?:[^()]|\\\(|\\\))+)\)", rx)
-    names = [re.sub(r"\\(.)", r"\1", n) for n in m.group(1).split("|")] if m else ["Achievement"]
-    start = _h(salt) % len(names)
-    picked = [names[(start + i) % len(names)] for i in range(3)]
+    """A `Values: A; B; C` line matching a TVD regex (tasks.domain.sim_prompts.tvd_regex): literal slots as given,
+    each `(a|b|…)` slot a name from its group not used before (deterministic per salt)."""
+    body = rx.removeprefix("Values: ")
+    picked: list[str] = []
+    for k, part in enumerate(body.split("; ")):
+        if part.startswith("(") and part.endswith(")"):
+            names = [re.sub(r"\\(.)", r"\1", n) for n in part[1:-1].split("|")]
+            free = [n for n in names if n not in picked] or names
+            picked.append(free[_h(salt, k) % len(free)])
+        else:
+            picked.append(re.sub(r"\\(.)", r"\1", part))
     return "Values: " + "; ".join(picked)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tasks import esconv_analysis as esconv
+from tasks.annotators.presence import PresenceRule
 from tasks.annotators import classifier as A
 from tasks.domain.taxonomy import POSITIVE_MASK, VALUE_CATEGORIES
 
@@ -108,9 +109,17 @@ def test_esconv_analysis_counts_positive_values_only():
             out[i, pos_j if t == "P" else neg_j] = 0.9 if t in "PN" else 0.0
         return out
 
-    cfg = SimpleNamespace(limit=0, initial_intensity=5, high_final=[1, 2], last_turns=4, test="mannwhitney")
-    res = esconv.analyse(convs, predict, np.full(len(VALUE_CATEGORIES), 0.5), cfg)
-    assert res["high_effect"] == pytest.approx({"n": 2, "mean_positive_values_last4": 1.5, "std": res["high_effect"]["std"],
-                                                 "share_with_any": 1.0})
-    assert res["low_effect"]["n"] == 2 and res["low_effect"]["mean_positive_values_last4"] == 0.0
+    cfg = SimpleNamespace(limit=0, initial_intensity=5, high_final=[1, 2], last_turns=4, test="mannwhitney",
+                          bootstrap=200)
+    rule = PresenceRule.uniform(0.5, min_chars=1)
+    res = esconv.analyse(convs, lambda texts: rule.present(texts, predict(texts)), cfg, seed=3)
+    high, low = res["high_effect"], res["low_effect"]
+    assert (high["n"], high["mean_positive_values_last4"], high["share_with_any"]) == (2, 1.5, 1.0)
+    assert high["mean_values_last4"] == 1.5 and high["paper_mean_positive_values_last4"] == 7.9
+    assert high["ci95"] == [1.0, 2.0]  # two conversations scoring 2 and 1: every resample mean lies in [1, 2]
+    assert low["n"] == 2 and low["mean_positive_values_last4"] == 0.0 and low["mean_values_last4"] == 0.5
+    assert res["difference"]["mean"] == 1.5 and res["difference"]["paper"] == pytest.approx(1.4)
     assert 0.0 < res["p_value"] <= 1.0
+    # the presence rule's length floor: "P" (1 char) carries no value once min_chars is 2
+    strict = PresenceRule.uniform(0.5, min_chars=2)
+    assert esconv.analyse(convs, lambda t: strict.present(t, predict(t)), cfg)["high_effect"]["share_with_any"] == 0.0

@@ -4,16 +4,28 @@ rejected filtering, splits, de-duplication, length filters, and run() writing th
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 
 from tasks import datasets as ds
+from tasks.annotators.presence import PresenceRule
 from tasks.common.config import DatasetsParams
 from tasks.common.io import read_json
 from tasks.domain import prompts
-from tests.dataset_builders import save_tiny_tokenizer, thread, values, write_store
+from tests.dataset_builders import save_tiny_tokenizer, thread, values, write_rule, write_store
 
-CFG = DatasetsParams()
+def params(**kw) -> DatasetsParams:
+    return DatasetsParams(**{"value_detector": "models/value_detector", **kw})
+
+
+CFG = params()
+RULE = PresenceRule.uniform(0.5, min_chars=2)  # the builders' named values (>= 0.5) are present, the rest (0.01) not
+RATES = [0.1] * 20  # uniform base rates: lift orders like probability
+
+
+def extract(th, anns, cfg=CFG, seed=1, rule=RULE, rates=RATES):
+    return ds.extract_thread(th, anns, cfg, seed, rule, rates)
 
 
 def ann_map(anns):
@@ -32,20 +44,43 @@ def test_clean_text():
      ("either", 0.3, 0.25, False), ("both", 0.6, 0.55, False), ("both", 0.6, 0.4, True)],
 )
 def test_positivity_rule(rule, p, prev, expected):
-    cfg = DatasetsParams(positivity_rule=rule, positivity_threshold=0.5, positivity_min_increase=0.1)
+    cfg = params(positivity_rule=rule, positivity_threshold=0.5, positivity_min_increase=0.1)
     assert ds.is_positive(p, prev, cfg) is expected
 
 
-def test_top_values_breaks_ties_in_taxonomy_order():
+def test_target_values_break_ties_in_taxonomy_order():
     probs = [0.0] * 20
     probs[4] = probs[2] = probs[7] = probs[9] = 0.5
-    assert ds.top_values(probs) == ["Stimulation", "Achievement", "Face"]
-    assert ds.top_values(values("Hedonism", "Face", "Tradition")) == ["Hedonism", "Face", "Tradition"]
+    assert ds.target_values("some text", probs, RULE, RATES) == ["Stimulation", "Achievement", "Face"]
+    assert ds.target_values("text", values("Hedonism", "Face", "Tradition"), RULE, RATES) == [
+        "Hedonism", "Face", "Tradition"]
+
+
+def test_target_values_follow_the_presence_rule_and_rank_by_lift():
+    probs = values("Achievement", "Hedonism", "Face", "Tradition")  # 0.9, 0.85, 0.8, 0.75
+    rates = list(RATES)
+    rates[ds.VALUE_CATEGORIES.index("Achievement")] = 0.8  # the detector gives every text Achievement: lift 1.1
+    assert ds.target_values("I did it", probs, RULE, rates) == ["Hedonism", "Face", "Tradition"]
+    assert ds.target_values("I did it", probs, RULE, RATES) == ["Achievement", "Hedonism", "Face"]
+    strict = PresenceRule.uniform(0.82, min_chars=2)  # only Achievement and Hedonism reach the cut: 2 labels
+    assert ds.target_values("I did it", probs, strict, rates) == ["Hedonism", "Achievement"]
+    assert ds.target_values(" k ", probs, RULE, rates) == []  # below the rule's length floor: no value at all
+    assert ds.present_values("I did it", probs, strict) == ["Hedonism", "Achievement"]  # taxonomy order
+
+
+def test_base_rates_are_the_corpus_mean_probabilities(tmp_path):
+    _, ann_dir = write_store(tmp_path, n_threads=2, per_shard=1)
+    rates = ds.base_rates(sorted((ann_dir / "shards").glob("*.jsonl")))
+    assert len(rates) == 20 and all(0.0 < r < 1.0 for r in rates)
+    ach = ds.VALUE_CATEGORIES.index("Achievement")
+    assert rates[ach] == pytest.approx(max(rates))  # the builders' most frequent category
+    with pytest.raises(ds.DatasetsError, match="annotate"):
+        ds.base_rates([])
 
 
 def test_extract_thread_follows_only_alternating_one_commenter_paths():
     th, anns = thread("t")
-    res = ds.extract_thread(th, ann_map(anns), CFG, seed=1)
+    res = extract(th, ann_map(anns))
     c = res.counters
     assert (c["op_replies"], c["op_replies_on_path"], c["op_replies_candidates"]) == (6, 3, 3)
     assert (c["op_replies_not_on_path"], c["op_replies_unreachable"]) == (2, 1)
@@ -67,25 +102,25 @@ def test_deeper_path_history_and_increase_rule():
     th, anns = thread("t")
     a = ann_map(anns)
     a["t-t1_o3"]["positivity"] = 0.45  # below threshold, but not above o2 (0.8): still negative
-    cfg = DatasetsParams(positivity_rule="increase", positivity_min_increase=0.1)
+    cfg = params(positivity_rule="increase", positivity_min_increase=0.1)
     count = lambda m, g: ds.estimate_tokens(m, g, 4.0)  # noqa: E731
-    def positives(): return {r["outcome_id"] for r in ds.assemble(ds.extract_thread(th, a, cfg, 1).examples, cfg, 0,
+    def positives(): return {r["outcome_id"] for r in ds.assemble(extract(th, a, cfg).examples, cfg, 0,
                                                                     count)[0]["tvd"]["train"]}
     assert "t-t1_o3" not in positives()
     a["t-t1_o2"]["positivity"] = 0.2  # now o3 rose by 0.25 over o2
     assert "t-t1_o3" in positives()
-    ex = {e["outcome_id"]: e for e in ds.extract_thread(th, a, cfg, 1).examples}["t-t1_o3"]
+    ex = {e["outcome_id"]: e for e in extract(th, a, cfg).examples}["t-t1_o3"]
     assert [r for r, _ in ex["history"]] == ["seeker", "supporter", "seeker"]
     assert ex["history_ids"] == ["t-t3_p", "t-t1_a1", "t-t1_o2"] and ex["reply_id"] == "t-t1_a2"
 
 
 def test_rejected_sample_is_seeded_and_missing_annotations_are_counted():
     th, anns = thread("t")
-    r1 = ds.extract_thread(th, ann_map(anns), CFG, seed=1).examples
-    assert r1 == ds.extract_thread(th, ann_map(anns), CFG, seed=1).examples
+    r1 = extract(th, ann_map(anns)).examples
+    assert r1 == extract(th, ann_map(anns)).examples
     a = ann_map(anns)
     del a["t-t1_ob"]
-    res = ds.extract_thread(th, a, CFG, seed=1)
+    res = extract(th, a)
     assert res.counters["skipped_missing_annotation"] == 1 and res.counters["utterances_without_annotation"] == 1
 
 
@@ -103,7 +138,7 @@ def _examples(n=6, positive_only=True):
     out = []
     for i in range(n):
         th, anns = thread(f"th{i}")
-        out += ds.extract_thread(th, ann_map(anns), CFG, seed=0).examples
+        out += extract(th, ann_map(anns), seed=0).examples
     return [e for e in out if not positive_only or ds.is_positive(e["positivity"], e["positivity_prev"], CFG)]
 
 
@@ -119,6 +154,36 @@ def test_assemble_formats_contract_records_and_dedups():
     assert rec["messages"][:-1] == prompts.tvd_messages(_history_of(exs, rec["outcome_id"]))
     assert sum(stats["tvd"]["label_distribution"].values()) == 3 * len(exs)
     assert stats["rg_pairs"]["pairs_per_post"]["mean"] == 4.0
+    info = stats["tvd"]
+    assert 0.0 < info["label_entropy_bits"] <= 4.33 and info["labels_per_example"] == 3.0
+    assert info["majority"]["k"] == 3 and info["majority_top3"]["k"] == 3
+
+
+def test_a_positive_reply_without_any_value_gives_no_example():
+    exs = _examples(2)
+    exs[0]["target_values"] = []  # what extract_thread writes when the presence rule finds no value in o_{t+1}
+    out, stats = ds.assemble(exs, CFG, 0, lambda m, g: ds.estimate_tokens(m, g, 4.0))
+    for name in ds.DATASETS:
+        assert stats[name]["dropped"]["no_value_present"] == 1
+    assert stats["tvd"]["total"] == len(exs) - 1 and stats["positivity"]["positive"] == len(exs)
+    assert ds.contract_violations(out) == []
+    th, anns = thread("t")
+    a = ann_map(anns)
+    a["t-t1_ob"]["values"] = values()  # nothing present in the positive reply ob
+    res = extract(th, a)
+    ob = {e["outcome_id"]: e for e in res.examples}["t-t1_ob"]
+    assert ob["target_values"] == [] and ob["rejected"] == [] and res.counters["op_replies_without_value"] == 1
+
+
+def test_majority_predictor_and_entropy_of_the_labels():
+    rec = lambda *v: {"target_values": list(v)}  # noqa: E731
+    splits = {"train": [rec("Face"), rec("Face", "Hedonism"), rec("Face")], "test": [rec("Face"), rec("Tradition")]}
+    info = ds.tvd_label_information(splits)
+    assert info["majority"]["k"] == 1 and info["majority"]["labels"] == ["Face"]
+    assert info["majority"]["test_f1"] == 0.5  # tp 1, fp 1, fn 1
+    assert info["label_entropy_bits"] == pytest.approx(-(4 / 6) * math.log2(4 / 6) - 2 * (1 / 6) * math.log2(1 / 6),
+                                                       abs=1e-4)
+    assert info["label_set_sizes"] == {"1": 4, "2": 1}
 
 
 def _history_of(exs, outcome_id):
@@ -133,11 +198,11 @@ def test_length_filter_drops_and_counts_with_a_real_tokenizer(tmp_path):
     n_prompt = count(rec["messages"][:-1], True)
     n_full = count(rec["messages"], False)
     assert n_full > n_prompt > 20
-    tight = DatasetsParams(max_length=n_prompt + 4, min_answer_tokens=8)
+    tight = params(max_length=n_prompt + 4, min_answer_tokens=8)
     assert ds.length_check("tvd", rec, count, tight.max_length, tight.min_answer_tokens) == "prompt_leaves_no_room"
     assert ds.length_check("tvd", rec, count, n_full - 1, 1) == "answer_truncated"
     assert ds.length_check("tvd", rec, count, n_full, 1) is None
-    _, stats = ds.assemble(exs, DatasetsParams(max_length=n_prompt + 4), 0, count)
+    _, stats = ds.assemble(exs, params(max_length=n_prompt + 4), 0, count)
     assert stats["tvd"]["total"] == 0 and stats["tvd"]["dropped"]["prompt_leaves_no_room"] >= 1
 
 
@@ -150,7 +215,9 @@ def test_token_counter_falls_back_to_the_documented_estimate(tmp_path, caplog):
 def test_run_writes_splits_cards_and_stats(tmp_path):
     threads_dir, ann_dir = write_store(tmp_path, n_threads=8)
     out = tmp_path / "datasets"
-    report = ds.run(CFG, 7, threads_dir, ann_dir, out)
+    cfg = CFG.model_copy(update={"value_detector": str(write_rule(tmp_path / "vd"))})
+    report = ds.run(cfg, 7, threads_dir, ann_dir, out)
+    assert report["presence"]["thresholds"] == [0.5] * 20 and len(report["base_rates"]) == 20
     assert report["extraction"]["op_replies_positive"] == 16
     assert report["extraction"]["positive_rate_on_path"] == round(2 / 3, 4)
     for name in ds.DATASETS:
@@ -159,30 +226,33 @@ def test_run_writes_splits_cards_and_stats(tmp_path):
     data = ds.load_datasets(out)
     assert ds.contract_violations(data, {f"th{i:02d}" for i in range(8)}) == []
     assert read_json(out / "stats.json")["tvd"]["total"] == 16
-    limited = ds.run(DatasetsParams(limit_threads=3), 7, threads_dir, ann_dir, tmp_path / "d2")
+    limited = ds.run(cfg.model_copy(update={"limit_threads": 3}), 7, threads_dir, ann_dir, tmp_path / "d2")
     assert limited["extraction"]["threads"] == 3
 
 
 def test_run_fails_on_missing_inputs_and_bad_annotations(tmp_path):
+    with pytest.raises(ds.DatasetsError, match="train_value_detector"):  # no presence.json: names the stage
+        ds.run(CFG.model_copy(update={"value_detector": str(tmp_path / "nothing")}), 0, tmp_path, tmp_path, tmp_path)
+    cfg = CFG.model_copy(update={"value_detector": str(write_rule(tmp_path / "vd"))})
     with pytest.raises(ds.DatasetsError, match="crawl stage"):
-        ds.run(CFG, 0, tmp_path / "none", tmp_path / "none2", tmp_path / "o")
-    threads_dir, ann_dir = write_store(tmp_path, n_threads=2, per_shard=2)
+        ds.run(cfg, 0, tmp_path / "none", tmp_path / "none2", tmp_path / "o")
+    threads_dir, ann_dir = write_store(tmp_path, n_threads=3, per_shard=2)
     (ann_dir / "shards" / "shard000.jsonl").write_text("")
     with pytest.raises(ds.DatasetsError, match="max_bad_fraction"):
-        ds.run(CFG, 0, threads_dir, ann_dir, tmp_path / "o")
+        ds.run(cfg, 0, threads_dir, ann_dir, tmp_path / "o")
 
 
 def test_an_over_long_rejected_comment_gives_way_to_a_spare():
     th, anns = thread("t")
-    ex = next(e for e in ds.extract_thread(th, ann_map(anns), CFG, 1).examples if e["outcome_id"] == "t-t1_o2")
+    ex = next(e for e in extract(th, ann_map(anns)).examples if e["outcome_id"] == "t-t1_o2")
     long_id = ex["rejected"][0]["id"]
     ex["rejected"][0]["text"] = "word " * 2000
     count = lambda m, g: ds.estimate_tokens(m, g, 4.0)  # noqa: E731
-    out, stats = ds.assemble([ex], DatasetsParams(max_rejected_per_example=2), 0, count)
+    out, stats = ds.assemble([ex], params(max_rejected_per_example=2), 0, count)
     pairs = [r for recs in out["rg_pairs"].values() for r in recs]
     assert len(pairs) == 2 and long_id not in {p["rejected_id"] for p in pairs}
     assert stats["rg_pairs"]["dropped"] == {"rejected_truncated": 1}
-    trimmed = ds.extract_thread(th, ann_map(anns), DatasetsParams(max_turn_chars=20), 1)
+    trimmed = extract(th, ann_map(anns), CFG.model_copy(update={"max_turn_chars": 20}))
     assert trimmed.counters["history_turns_trimmed"] == 5  # P for o2 and ob; P, a1, o2 for o3
     assert all(len(t) <= 22 for e in trimmed.examples for _, t in e["history"])
 
@@ -192,40 +262,27 @@ def test_trim_turn_cuts_at_a_word_boundary():
     assert ds.trim_turn("one two three four", 12) == "one two …"
 
 
-def test_detector_thresholds_decide_what_a_rejected_comment_expresses(tmp_path):
-    cfg = DatasetsParams(value_threshold="detector")
-    with pytest.raises(ds.DatasetsError, match="thresholds.json"):
-        ds.thresholds_of(cfg)
-    with pytest.raises(ds.DatasetsError, match="20 categories"):
-        ds.thresholds_of(cfg, {"labels": ["x"], "thresholds": [0.1]})
-    det = {"labels": list(ds.VALUE_CATEGORIES), "thresholds": [0.5] * 20}
-    det["thresholds"][ds.VALUE_CATEGORIES.index("Benevolence: caring")] = 0.95  # c1/b1 (caring 0.9) now express nothing
+def test_the_presence_rule_decides_what_a_rejected_comment_expresses(tmp_path):
+    strict = PresenceRule.from_folder(write_rule(tmp_path / "vd", **{"Benevolence: caring": 0.95}))
     th, anns = thread("t")
-    strict = ds.extract_thread(th, ann_map(anns), cfg, 1, ds.thresholds_of(cfg, det))
-    ob = {e["outcome_id"]: e for e in strict.examples}["t-t1_ob"]  # target includes Benevolence: caring
-    assert "t-t1_c1" in {r["id"] for r in ob["rejected"]}
-    default = {e["outcome_id"]: e for e in ds.extract_thread(th, ann_map(anns), CFG, 1).examples}["t-t1_ob"]
+    ob = {e["outcome_id"]: e for e in extract(th, ann_map(anns), rule=strict).examples}["t-t1_ob"]
+    assert "Benevolence: caring" not in ob["target_values"]  # 0.85 < 0.95: not present, so not a target either
+    assert "t-t1_c1" in {r["id"] for r in ob["rejected"]}  # c1 (caring 0.9) now expresses nothing
+    default = {e["outcome_id"]: e for e in extract(th, ann_map(anns)).examples}["t-t1_ob"]
     assert "t-t1_c1" not in {r["id"] for r in default["rejected"]}
-    with pytest.raises(ValueError):
-        DatasetsParams(value_threshold=1.5)
+    with pytest.raises(ds.DatasetsError, match="presence.json"):
+        ds.load_rule(CFG.model_copy(update={"value_detector": str(tmp_path / "absent")}))
 
 
 def test_positivity_quantile_sets_the_threshold_from_the_corpus():
     exs = _examples(4, positive_only=False)  # per thread: o2 0.8, o3 0.3, ob 0.9
     count = lambda m, g: ds.estimate_tokens(m, g, 4.0)  # noqa: E731
-    assert ds.positivity_threshold(DatasetsParams(), [0.1, 0.9]) == 0.5
-    assert ds.positivity_threshold(DatasetsParams(positivity_quantile=0.5), [0.1, 0.2, 0.9]) == 0.2
-    assert ds.positivity_threshold(DatasetsParams(positivity_quantile=0.25), [0.0, 1.0]) == 0.25
-    cfg = DatasetsParams(positivity_rule="threshold", positivity_quantile=0.9)
+    assert ds.positivity_threshold(params(), [0.1, 0.9]) == 0.5
+    assert ds.positivity_threshold(params(positivity_quantile=0.5), [0.1, 0.2, 0.9]) == 0.2
+    assert ds.positivity_threshold(params(positivity_quantile=0.25), [0.0, 1.0]) == 0.25
+    cfg = params(positivity_rule="threshold", positivity_quantile=0.9)
     _, stats = ds.assemble(exs, cfg, 0, count)
     assert stats["positivity"]["candidates"] == 12 and stats["positivity"]["threshold"] == 0.9
     assert stats["positivity"]["positive"] == 4  # only the ob replies (0.9) reach the 90th percentile
-    _, base = ds.assemble(exs, DatasetsParams(), 0, count)
+    _, base = ds.assemble(exs, params(), 0, count)
     assert base["positivity"]["positive"] == 8 and base["positivity"]["positive_rate"] == round(8 / 12, 4)
-
-
-def test_top_k_limits_what_a_comment_expresses():
-    probs = values("Achievement", "Hedonism", "Face", "Tradition")
-    assert ds.detected_values(probs, 0.25) == ["Hedonism", "Achievement", "Face", "Tradition"]
-    assert ds.detected_values(probs, 0.25, top_k=2) == ["Hedonism", "Achievement"]
-    assert ds.detected_values(probs, 0.87, top_k=2) == ["Achievement"]

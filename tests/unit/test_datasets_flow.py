@@ -6,10 +6,11 @@ import pytest
 import yaml
 
 from tasks import datasets as ds
+from tasks.annotators.presence import PresenceRule
 from tasks.common import paths
 from tasks.common.config import DatasetsParams
-from tasks.common.io import read_json, write_json
-from tests.dataset_builders import write_store
+from tasks.common.io import read_json
+from tests.dataset_builders import write_rule, write_store
 
 
 @pytest.fixture
@@ -28,11 +29,9 @@ def test_flow_writes_metrics_and_logs_mlflow_dataset_inputs(prefect_api, mlflow_
 
     from flows.datasets import datasets_flow
 
-    # The tiny profile reads the value detector's thresholds.json: give the flow one of its own.
+    # The tiny profile reads the value detector's presence rule: give the flow one of its own.
     params = yaml.safe_load((paths.ROOT / "params.yaml").read_text())
-    det = {"labels": list(ds.VALUE_CATEGORIES), "thresholds": [0.3] * 20}
-    write_json(store / "thresholds.json", det)
-    params["datasets"].update(value_threshold="detector", value_thresholds_file=str(store / "thresholds.json"))
+    params["datasets"].update(value_detector=str(write_rule(store / "vd", threshold=0.3)))
     (store / "params.yaml").write_text(yaml.safe_dump(params))
     out = datasets_flow(params_file=str(store / "params.yaml"))
     assert out["sizes"]["tvd"]["train"] > 0
@@ -44,13 +43,13 @@ def test_flow_writes_metrics_and_logs_mlflow_dataset_inputs(prefect_api, mlflow_
     names = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert {"tvd-train", "rg_sft-validation", "rg_pairs-test"} <= names
     assert run.data.metrics["datasets.tvd.total"] == 18
-    assert read_json(ds.OUT_DIR / "stats.json")["value_thresholds"] == [0.3] * 20
+    assert read_json(ds.OUT_DIR / "stats.json")["presence"]["thresholds"] == [0.3] * 20
 
 
 def test_extract_shard_task_is_cached_across_calls_and_keyed_on_content(prefect_api, store):
     from prefect import flow
 
-    cfg = DatasetsParams()
+    cfg = DatasetsParams(value_detector="models/value_detector")
     shard = sorted((ds.THREADS_DIR / "shards").glob("*.jsonl"))[0]
     ann = ds.ANNOTATED_DIR / "shards" / shard.name
     task = ds._extract_task()
@@ -58,7 +57,7 @@ def test_extract_shard_task_is_cached_across_calls_and_keyed_on_content(prefect_
     @flow
     def twice(ann_sha: str):
         args = (str(shard), ds._file_digest(shard), str(ann))
-        rest = (cfg.model_dump(), 3, None, None, "v")
+        rest = (cfg.model_dump(), 3, None, PresenceRule.uniform(0.5).to_dict(), [0.1] * 20, "v")
         a = task(*args, ann_sha, *rest, return_state=True)
         b = task(*args, ann_sha, *rest, return_state=True)
         return a.name, b.name

@@ -25,11 +25,17 @@ def test_format_and_parse_round_trip_every_category():
 
 
 @pytest.mark.parametrize(
-    "bad", [["Achievement", "Achievement", "Face"], ["Achievement", "Face"], ["Achievement", "Face", "Kindness"]]
+    "bad", [["Achievement", "Achievement", "Face"], [], ["Achievement", "Face", "Hedonism", "Tradition"],
+            ["Achievement", "Face", "Kindness"]]
 )
 def test_format_rejects_invalid(bad):
     with pytest.raises(ValueError):
         prompts.format_tvd_answer(bad)
+
+
+def test_format_accepts_fewer_values_when_fewer_are_present():
+    assert prompts.format_tvd_answer(["Face"]) == "Values: Face"
+    assert prompts.parse_tvd_answer(prompts.format_tvd_answer(["Face", "Hedonism"])) == ["Face", "Hedonism"]
 
 
 @pytest.mark.parametrize(

@@ -18,12 +18,19 @@ def test_parse_values_well_formed_and_case_insensitive():
     ("Hedonism; Face; Stimulation", ["Hedonism", "Face", "Stimulation"]),  # prefix missing
     ("Values: Hedonism; Hedonism; Face", ["Hedonism", "Face"]),  # duplicate
     ("Values: Hedonism; Fun; Face", ["Hedonism", "Face"]),  # unknown name
-    ("Values: Hedonism; Face", ["Hedonism", "Face"]),  # only two
+    ("Values: Hedonism; Face; Stimulation; Tradition", ["Hedonism", "Face", "Stimulation"]),  # four
     ("", []),
 ])
 def test_parse_values_malformed_counted(text, expect):
     names, bad = te.parse_values(text)
     assert bad and names == expect
+
+
+@pytest.mark.parametrize("text", ["Values: Hedonism", "Values: Hedonism; Face", "Values: Hedonism; Face; Tradition"])
+def test_one_to_three_values_are_well_formed(text):
+    # TVD labels name the values present in the next reply: fewer than 3 when fewer are present
+    names, bad = te.parse_values(text)
+    assert not bad and names == text.removeprefix("Values: ").split("; ")
 
 
 def test_set_scores_hand_computed():
