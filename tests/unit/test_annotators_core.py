@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tasks import esconv_analysis as esconv
-from tasks.annotators.presence import PresenceRule
 from tasks.annotators import classifier as A
+from tasks.annotators.presence import PresenceRule
 from tasks.domain.taxonomy import POSITIVE_MASK, VALUE_CATEGORIES
 
 

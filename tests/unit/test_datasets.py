@@ -15,6 +15,7 @@ from tasks.common.io import read_json
 from tasks.domain import prompts
 from tests.dataset_builders import save_tiny_tokenizer, thread, values, write_rule, write_store
 
+
 def params(**kw) -> DatasetsParams:
     return DatasetsParams(**{"value_detector": "models/value_detector", **kw})
 
