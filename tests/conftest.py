@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,73 @@ def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,
     env.pop("PREFECT_API_URL", None)
     env.update(env_extra or {})
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------------------- small annotators
+#: The recipe of the session's small detectors: subsets of the real data, the lower 4 of MiniLM's 6 layers frozen,
+#: short inputs. About 2-3 minutes on 2 free cores for both; they are small, not good (the stages measure quality).
+SMALL_VALUE_DETECTOR = {"limit_train": 1200, "limit_dev": 500, "max_length": 64, "epochs": 2, "max_steps": 0,
+                        "batch_size": 16, "freeze_layers": 4, "lr_encoder": 2.0e-4, "lr_head": 3.0e-3,
+                        "warmup_ratio": 0.05, "threshold_mode": "global", "num_threads": 2, "log_every": 50}
+SMALL_VALUE_FREE = {"value_free_train": 500, "value_free_report": 200, "esconv_turns": 200}
+SMALL_EMOTION = {"limit_train": 2000, "limit_dev": 600, "max_length": 32, "epochs": 1, "max_steps": 0,
+                 "batch_size": 32, "freeze_layers": 4, "lr_encoder": 2.0e-4, "lr_head": 3.0e-3, "num_threads": 2,
+                 "log_every": 50}
+
+
+def mirror_external(mirror: Path, dst: Path) -> Path:
+    """A data/external/ folder of links into the mirror, named as the sources stage names them (tasks/sources.yaml)."""
+    from tasks.sources import load_manifest
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for name, entry in load_manifest().items():
+        if (mirror / entry["mirror"]).is_dir() and not (dst / name).exists():
+            (dst / name).symlink_to(mirror / entry["mirror"], target_is_directory=True)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def small_annotators(tmp_path_factory, mirror) -> dict[str, Path]:
+    """A value detector (with its presence rule, calibrated as the stage does) and an emotion model, trained here
+    once per session on subsets of the mirror, so the behaviour tests run on real trained models in a clean clone.
+    Returns {"value_detector": folder, "emotion": folder, "summary": ...}."""
+    import dataclasses
+
+    from tasks.annotators import stage
+    from tasks.annotators.train_value_detector import presence_extension
+    from tasks.common.config import load_profile
+
+    root = tmp_path_factory.mktemp("small-annotators")
+    tiny = load_profile("tiny")
+    vcfg = tiny.value_detector.model_copy(update={
+        **SMALL_VALUE_DETECTOR, "presence": tiny.value_detector.presence.model_copy(update=SMALL_VALUE_FREE)})
+    ecfg = tiny.emotion.model_copy(update=SMALL_EMOTION)
+    out: dict[str, Any] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paths, "EXTERNAL", mirror_external(mirror, root / "external"))
+        # the figures on FULCRA/ESConv are the stage's business; the tests probe the model themselves
+        ext = dataclasses.replace(presence_extension(vcfg), report=lambda model, th, seed: {})
+        _, out["value_summary"] = stage.run_train("value_detector", vcfg, tiny.seed, root / "value_detector", ext=ext)
+        _, out["emotion_summary"] = stage.run_train("emotion", ecfg, tiny.seed, root / "emotion")
+    out.update(value_detector=root / "value_detector", emotion=root / "emotion", external=root / "external")
+    return out
+
+
+@pytest.fixture(scope="session")
+def mirror_store(tmp_path_factory, small_annotators) -> dict[str, Path]:
+    """data/threads + data/annotated built here: the mirror's r/offmychest table through the crawl code (10 threads,
+    as the e2e micro profile), annotated by the session's small annotators through the annotate code."""
+    from tasks import annotate
+    from tasks.common.config import load_profile
+    from tasks.crawl import crawl, records
+
+    p = load_profile("tiny")
+    table = small_annotators["external"] / "offmychest_threads" / "offmychest.csv"
+    root = tmp_path_factory.mktemp("mirror-store")
+    threads_dir, ann_dir = root / "threads", root / "annotated"
+    crawl.run(p.crawl.model_copy(update={"max_threads": 10}), [table], [], threads_dir,
+              records.pseudonymiser_from_env(True, p.seed))
+    m = annotate.load_models(str(small_annotators["value_detector"]), str(small_annotators["emotion"]))
+    for shard in sorted((threads_dir / "shards").glob("*.jsonl")):
+        annotate.run_shard(shard, ann_dir / "shards" / shard.name, m, p.annotate)
+    return {"threads": threads_dir, "annotated": ann_dir, "value_detector": small_annotators["value_detector"]}

@@ -26,6 +26,13 @@ TASK = "value_detector"
 METRIC = "touche_f1"
 
 
+def held_back_sources(pcfg: Any, seed: int) -> tuple[tuple[list[str], np.ndarray], list[str]]:
+    """FULCRA (replies, labels) — the first `fulcra_limit` — and a seeded sample of ESConv seeker turns."""
+    texts, labels, _ = presence_eval.read_fulcra(external("fulcra") / "trustworthy_data.jsonl")
+    n = pcfg.fulcra_limit or len(texts)
+    return (texts[:n], labels[:n]), presence_eval.esconv_seeker_turns(external("esconv"), pcfg.esconv_turns, seed)
+
+
 def presence_extension(cfg: Any) -> Extension:
     """The value detector's Extension for `value_detector` params (`cfg`, with its `presence` group)."""
     pcfg = cfg.presence
@@ -51,9 +58,7 @@ def presence_extension(cfg: Any) -> Extension:
         rule(th).save(folder)  # the presence rule travels with every checkpoint of the detector
 
     def report(model: MeanPoolClassifier, th: np.ndarray, seed: int) -> dict[str, Any]:
-        fulcra = presence_eval.read_fulcra(external("fulcra") / "trustworthy_data.jsonl")
-        turns = presence_eval.esconv_seeker_turns(external("esconv"), pcfg.esconv_turns, seed)
-        figures = presence_eval.presence_report(ValueDetector(model, rule(th)), fulcra[:2], turns,
+        figures = presence_eval.presence_report(ValueDetector(model, rule(th)), *held_back_sources(pcfg, seed),
                                                 state["pool"].report)
         return {"presence": figures, "value_free": state["pool"].counts}
 
@@ -66,6 +71,30 @@ def presence_extension(cfg: Any) -> Extension:
         return []
 
     return Extension(augment, on_save, report, gates)
+
+
+def evaluate_folder(folder: str | Path, cfg: Any, seed: int, min_chars: int | None = None) -> dict[str, Any]:
+    """The stage's held-back figures for any detector folder (`esvr values presence`): official F1 on the report part
+    of Touché validation (the split the stage uses) and every presence figure. `min_chars` overrides the folder's
+    rule (0 = no length floor: how a folder without presence.json was used before the rule existed)."""
+    from tasks.annotators.presence import load_detector
+    from tasks.annotators.stage import load_task_data
+
+    det = load_detector(folder)
+    if min_chars is not None:
+        det = ValueDetector(det.model, PresenceRule(det.rule.thresholds, min_chars, det.rule.labels))
+    _, dev = load_task_data(TASK, cfg, seed)
+    _, report = classifier.holdout_split(dev, cfg.report_fraction, seed)
+    mask = det.mask(report.texts).astype(np.float32)
+    rep = classifier.evaluate(mask, report.labels, np.full(len(report.label_names), 0.5), report.label_names)
+    pool = value_free.load_pool(cfg.presence, external("goemotions"), external("claff_offmychest"),
+                                presence_eval.PROBES + tuple(t for _, t in presence_eval.VALUE_LADEN), seed,
+                                round((len(dev.texts) - len(report.texts)) * cfg.presence.choose_ratio))
+    fulcra, turns = held_back_sources(cfg.presence, seed)
+    return {"model": str(folder), "min_chars": det.rule.min_chars, "thresholds": list(det.rule.thresholds),
+            "report": {"f1": rep["f1"], "macro_precision": rep["macro_precision"], "macro_recall": rep["macro_recall"],
+                       "macro_f1": rep["macro_f1"], "n": len(report.texts)},
+            "presence": presence_eval.presence_report(det, fulcra, turns, pool.report)}
 
 
 def train_value_detector(params_file: str = "params.yaml", out_dir: Path | None = None) -> dict[str, Any]:

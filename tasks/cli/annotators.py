@@ -104,6 +104,26 @@ def values_predict(
     _emit({"written": n, "out": str(out), "labels": list(det.rule.labels)})
 
 
+@values_app.command("presence")
+def values_presence(
+    model: str = typer.Option(VALUE_MODEL, "--model", help="Folder or MLflow URI of a value detector."),
+    min_chars: int = typer.Option(-1, help="Override the rule's length floor (-1: the folder's; 0: none)."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params (value_detector group, seed)."),
+) -> None:
+    """The stage's held-back figures for a detector: Touché F1 on the report half of validation, the share of
+    empty/small-talk probes with no value, value-laden sentences, FULCRA recall, values per ESConv seeker turn."""
+    from tasks.annotators.train_value_detector import evaluate_folder
+    from tasks.common import paths
+    from tasks.common.config import load_params
+
+    p = load_params(paths.ROOT / params_file)
+    try:
+        res = evaluate_folder(model, p.value_detector, p.seed, None if min_chars < 0 else min_chars)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    _emit(res)
+
+
 @emotions_app.command("eval")
 def emotions_eval(
     data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="GoEmotions TSV (text, label ids, id)"),

@@ -171,6 +171,7 @@ class PresenceParams(StrictModel):
     choose_ratio: float = Field(ge=0.0)  # value-free texts in the threshold-choosing set per validation argument there
     value_free_report: int = Field(ge=0)  # value-free texts held back for the report
     esconv_turns: int = Field(ge=0)  # ESConv seeker turns sampled for `values per turn` (0 = all)
+    fulcra_limit: int = Field(ge=0)  # FULCRA replies scored for recall (0 = all 1,718)
     max_probe_value_share: float = Field(ge=0.0, le=1.0)  # the stage fails when more small-talk probes get a value
 
 
@@ -338,7 +339,7 @@ class LLMParams(StrictModel):
     """`llm`: every role's endpoint plus the shared client policy (concurrency, retries, cache, budget)."""
 
     roles: dict[str, LLMRoleParams]
-    local_models: dict[str, str] = {}  # name -> model dir, served by the stage on 127.0.0.1 (random port)
+    local_models: dict[str, str] = {}  # name -> model dir or registry URI, served by the stage on 127.0.0.1
     serve_startup_timeout_s: float = Field(180.0, gt=0)
     max_concurrency: int = Field(8, ge=1)  # requests in flight across all roles
     timeout_s: float = Field(60.0, gt=0)  # per HTTP attempt

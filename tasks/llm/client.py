@@ -440,7 +440,9 @@ def open_llm(llm_params: Any, roles: list[str], root: Path, log_dir: Path | None
     missing = sorted(needed - set(llm_params.local_models))
     if missing:
         raise ValueError(f"llm.local_models lacks {missing}, named by roles with base_url 'local'")
-    models = {n: str((root / llm_params.local_models[n]).resolve()) for n in sorted(needed)}
+    # A registry URI (models:/NAME@champion) is resolved to its folder here, once, so the server and the cache key
+    # (the folder's weights hash) see what the alias points at now, not a hard-wired candidate.
+    models = {n: str(_local_folder(llm_params.local_models[n], root)) for n in sorted(needed)}
     with contextlib.ExitStack() as stack:
         url = None
         fps: dict[str, str] = {}
@@ -457,6 +459,17 @@ def open_llm(llm_params: Any, roles: list[str], root: Path, log_dir: Path | None
             yield llm  # the caller awaits llm.aclose() inside its event loop (the HTTP clients belong to it)
         finally:
             llm.cache.close()
+
+
+def _local_folder(uri: str, root: Path) -> Path:
+    """A local model folder for `llm.local_models` entries: a path (relative to the project root) or a registry URI."""
+    from tasks.common import registry
+
+    if registry.is_registry_uri(uri):
+        folder = registry.resolve(uri, must_contain=("config.json", "adapter_config.json"))
+        log.info("local model %s -> %s (%s)", uri, folder, registry.fingerprint(uri))
+        return folder
+    return (root / uri).resolve()
 
 
 def stable_seed(*parts: Any) -> int:

@@ -1,5 +1,5 @@
 """Stage `train_rg_dpo`: DPO of the Reference Generator from its SFT model (reference = the SFT model with the
-adapter disabled); SFT vs DPO side by side on held-out data, and the `champion` alias by the rule in `run_rg_dpo`."""
+adapter disabled); SFT vs DPO side by side on held-out data, and the `champion` alias by `champion_rule`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tasks.common import paths, registry
 from tasks.domain import chat_template
 from tasks.train import evaluation as train_eval
 from tasks.train import trainers
-from tasks.train.common import RG_MODEL, finite, load_causal_lm, log_curves, read_split
+from tasks.train.common import RG_MODEL, TrainStageError, finite, load_causal_lm, log_curves, read_split
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,21 @@ def _rg_eval(model: Any, tok: Any, sft_test: list[dict], pairs: list[dict], t: A
     ev = sft_test[: t.rg_eval.limit] if t.rg_eval.limit else sft_test
     gens = train_eval.generate(model, tok, [r["messages"][:-1] for r in ev], t.rg_eval.max_new_tokens, t.rg_eval.batch_size, ml)
     return {"eval_loss": train_eval.nll_per_token(s, n)}, c, rj, gens
+
+
+def champion_rule(side: dict[str, dict[str, float]], with_detector: bool) -> tuple[str, str]:
+    """("dpo" | "sft", why). DPO replaces SFT when, on held-out pairs, its implicit reward prefers the chosen reply
+    over the rejected one more than the SFT reference does (mean reward margin > 0: a continuous measure, where raw
+    preference accuracies of two nearly equal tiny models tie) and, with a detector, its references hit a target
+    value (presence rule) at least as often as SFT's. Ties keep SFT: DPO must show it learned something."""
+    dpo, sft = side["dpo"], side["sft"]
+    margin = dpo.get("reward_margin", float("nan"))
+    if not margin > 0:
+        return "sft", f"dpo reward_margin {margin:.4g} <= 0 on held-out pairs"
+    if with_detector and not dpo["value_hit_rate"] >= sft["value_hit_rate"]:
+        return "sft", f"dpo value_hit_rate {dpo['value_hit_rate']:.3f} < sft {sft['value_hit_rate']:.3f}"
+    return "dpo", f"dpo reward_margin {margin:.4g} > 0" + (
+        f" and value_hit_rate {dpo['value_hit_rate']:.3f} >= sft {sft['value_hit_rate']:.3f}" if with_detector else "")
 
 
 def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
@@ -80,11 +95,11 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
     for name in ("sft", "dpo"):
         (chosen, rejected), (ref_c, ref_r) = logps[name], (logps["sft"] if name == "dpo" else (None, None))
         side[name].update(train_eval.preference_metrics(chosen, rejected, ref_c, ref_r, beta=t.rg_dpo.beta))
-    # Champion: DPO replaces SFT only if it prefers the held-out chosen replies at least as often (and, when the
-    # detector is available, does not lower the value-hit rate).
-    better = side["dpo"].get("pref_accuracy", 0) >= side["sft"].get("pref_accuracy", 0) and (
-        detector is None or side["dpo"]["value_hit_rate"] >= side["sft"]["value_hit_rate"])
-    champion = "dpo" if better else "sft"
+    champion, why_champion = champion_rule(side, detector is not None)
+    empty = side[champion]["empty_share"]
+    if empty > t.rg_eval.max_malformed_share:  # the gate: a generator that answers nothing is broken, whichever won
+        raise TrainStageError(f"RG {champion}: {empty:.0%} empty references > train.rg_eval.max_malformed_share="
+                              f"{t.rg_eval.max_malformed_share}; train longer")
     metrics: dict[str, Any] = {"train_loss": res.train_loss, "global_step": res.global_step, "train_seconds": res.seconds,
                                "eval_seconds": round(time.time() - t0, 2), "n_pairs_test": len(pairs_test),
                                "champion_is_dpo": int(champion == "dpo"),
@@ -104,4 +119,5 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
         version = metrics["model_version"] if champion == "dpo" else registry.alias_version(RG_MODEL, "sft")
         registry.set_alias(RG_MODEL, "champion", version)
         mlflow.set_tag("champion", champion)
+        mlflow.set_tag("champion_rule", why_champion)
     return metrics

@@ -18,6 +18,13 @@ from tasks.train.common import TVD_MODEL, TrainStageError, finite, load_causal_l
 log = logging.getLogger(__name__)
 
 
+def malformed_gate(metrics: dict[str, Any], max_share: float) -> None:
+    """Fail the stage (before registering) when more test generations than `max_share` are malformed."""
+    if metrics["malformed_share"] > max_share:
+        raise TrainStageError(f"TVD: {metrics['malformed_share']:.0%} malformed generations > "
+                              f"train.tvd_eval.max_malformed_share={max_share}; train longer")
+
+
 def run_tvd(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
             register_model: bool = True) -> dict[str, Any]:
     """SFT the TVD, evaluate on test against the majority prior; returns the metrics."""
@@ -42,9 +49,7 @@ def run_tvd(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ck
                    eval_seconds=round(time.time() - t0, 2), **{k: v for k, v in res.eval_metrics.items() if k == "eval_loss"})
     log.info("TVD test: F1 %.3f (baseline %.3f), malformed %d/%d; examples: %s", metrics["tvd.f1"],
              metrics["baseline.f1"], metrics["malformed"], metrics["n_test"], gens[:3])
-    if metrics["malformed_share"] > t.tvd_eval.max_malformed_share:
-        raise TrainStageError(f"TVD: {metrics['malformed_share']:.0%} malformed generations > "
-                              f"train.tvd_eval.max_malformed_share={t.tvd_eval.max_malformed_share}; train longer")
+    malformed_gate(metrics, t.tvd_eval.max_malformed_share)
     if register_model:
         import mlflow
 

@@ -18,7 +18,6 @@ import pytest
 
 from tasks import datasets as ds
 from tasks.annotators.presence import PresenceRule
-from tasks.common import paths
 from tasks.common.config import DatasetsParams, load_params
 from tasks.common.io import read_json, read_jsonl
 from tasks.domain import prompts
@@ -122,40 +121,20 @@ def _has_shards(d: Path) -> bool:
     return any((d / "shards").glob("*.jsonl"))
 
 
-def _build_from_mirror(root: Path) -> tuple[Path, Path]:
-    """Thread store + annotations from the mirror's r/offmychest table through the crawl and annotate code."""
-    from tasks import annotate
-    from tasks.crawl import crawl, records
-
-    p = load_params()
-    table = paths.mirror_dir() / "reddit-offmychest-threads" / "offmychest.csv"
-    models = [paths.ROOT / p.annotate.value_model, paths.ROOT / p.annotate.emotion_model]
-    if not table.is_file():
-        pytest.skip(f"{table} not found: set {paths.MIRROR_ENV} to the public-data mirror")
-    if not all(m.is_dir() for m in models):
-        pytest.skip(f"annotator models {[str(m) for m in models]} absent: run `dvc repro train_value_detector "
-                    "train_emotion` (or `dvc repro annotate`) first")
-    threads_dir, ann_dir = root / "threads", root / "annotated"
-    # 10 threads (as the e2e micro profile): annotating all 30 would take minutes on 2 shared cores.
-    crawl.run(p.crawl.model_copy(update={"max_threads": 10}), [table], [], threads_dir,
-              records.pseudonymiser_from_env(True, p.seed))
-    m = annotate.load_models(*(str(x) for x in models))
-    for shard in sorted((threads_dir / "shards").glob("*.jsonl")):
-        annotate.run_shard(shard, ann_dir / "shards" / shard.name, m, p.annotate)
-    return threads_dir, ann_dir
-
-
 @pytest.fixture(scope="module")
-def real_output(tmp_path_factory):
+def real_output(tmp_path_factory, request):
     """The stage's real output: data/datasets if built; else the core on data/threads + data/annotated; else
-    a store built here from the mirror through the crawl and annotate code (skips when mirror or models lack)."""
+    a store built from the mirror through the crawl and annotate code with the session's small annotators
+    (tests/conftest.py `mirror_store`), and the datasets core on it with the small detector's presence rule."""
     threads_dir, ann_dir = ds.THREADS_DIR, ds.ANNOTATED_DIR
     p = load_params()
     out = ds.OUT_DIR
     if not (_has_shards(threads_dir) and _has_shards(ann_dir)):
-        threads_dir, ann_dir = _build_from_mirror(tmp_path_factory.mktemp("mirror"))
+        store = request.getfixturevalue("mirror_store")
+        threads_dir, ann_dir = store["threads"], store["annotated"]
         out = tmp_path_factory.mktemp("real") / "datasets"
-        ds.run(p.datasets, p.seed, threads_dir, ann_dir, out)
+        ds.run(p.datasets.model_copy(update={"value_detector": str(store["value_detector"])}), p.seed, threads_dir,
+               ann_dir, out)
     elif not (out / "stats.json").is_file():
         out = tmp_path_factory.mktemp("real") / "datasets"
         ds.run(p.datasets, p.seed, threads_dir, ann_dir, out)
@@ -163,7 +142,7 @@ def real_output(tmp_path_factory):
 
 
 @pytest.mark.mirror
-@pytest.mark.slow  # seconds when data/ holds the DVC outputs; ~3.5 min when it must crawl + annotate the mirror
+@pytest.mark.slow  # seconds when data/ holds the DVC outputs; else the session's small annotators + ~1 min
 def test_contracts_hold_on_real_output(real_output):
     data, threads_dir, ann_dir, _, out = real_output
     # The thresholds the stage used (the detector's, or the fixed one) are recorded in its stats.

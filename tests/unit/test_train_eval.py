@@ -63,3 +63,27 @@ def test_preference_metrics_reward_accuracy_and_margin():
 def test_value_hits():
     assert te.value_hits([["Face"], []], [["Face", "Hedonism"], ["Face"]]) == 0.5
     assert math.isnan(te.value_hits([], []))
+
+
+def test_tvd_gate_fails_a_model_that_cannot_write_the_answer_line():
+    from tasks.train.common import TrainStageError
+    from tasks.train.train_tvd import malformed_gate
+
+    broken = te.tvd_metrics(["I think that", "Values:", "???"], [["Face"]] * 3, ["Face"])
+    assert broken["malformed_share"] == 1.0
+    with pytest.raises(TrainStageError, match="max_malformed_share"):
+        malformed_gate(broken, 0.5)  # the tiny profile's value
+    fine = te.tvd_metrics(["Values: Face", "Values: Face; Hedonism", "nonsense"], [["Face"]] * 3, ["Face"])
+    malformed_gate(fine, 0.5)  # 1 of 3 malformed passes
+
+
+def test_rg_champion_rule_uses_the_held_out_reward_margin_and_the_value_hit_rate():
+    from tasks.train.train_rg_dpo import champion_rule
+
+    sft = {"pref_accuracy": 0.27, "value_hit_rate": 0.4}
+    tie = {"dpo": {"pref_accuracy": 0.27, "reward_margin": 0.0, "value_hit_rate": 0.5}, "sft": sft}
+    assert champion_rule(tie, True)[0] == "sft"  # equal accuracies and no margin: DPO learned nothing
+    better = {"dpo": {"pref_accuracy": 0.27, "reward_margin": 0.02, "value_hit_rate": 0.45}, "sft": sft}
+    assert champion_rule(better, True) == ("dpo", "dpo reward_margin 0.02 > 0 and value_hit_rate 0.450 >= sft 0.400")
+    fewer_hits = {"dpo": {**better["dpo"], "value_hit_rate": 0.3}, "sft": sft}
+    assert champion_rule(fewer_hits, True)[0] == "sft" and champion_rule(fewer_hits, False)[0] == "dpo"
