@@ -52,7 +52,7 @@ def crawl_flow(params_file: str = "params.yaml") -> dict:
     params = stage_params("crawl", paths.ROOT / params_file)
     cfg = params.crawl
     log.info("crawl: %s", cfg.model_dump())
-    with stage_run("crawl", params.profile, params.tracking.experiment, params=cfg) as _:
+    with stage_run("crawl", params.profile, params.tracking.experiment, params={"crawl": cfg}) as _:
         import mlflow
 
         pseudo = _pseudo(cfg, params.seed)  # fails fast (before any reading) when no key is allowed
