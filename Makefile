@@ -44,7 +44,7 @@ mlflow-ui: setup
 # Static checks only: no Docker engine is needed (or claimed).
 docker-check: setup
 	$(BIN)/hadolint --failure-threshold error docker/Dockerfile docker/Dockerfile.gpu
-	ESVR_PSEUDONYM_KEY=check "$$($(BIN)/python -c 'import compose,pathlib;print(pathlib.Path(compose.__file__).parent/"docker-compose")')" -f docker-compose.yml config -q
+	ESVR_PSEUDONYM_KEY=check POSTGRES_PASSWORD=check "$$($(BIN)/python -c 'import compose,pathlib;print(pathlib.Path(compose.__file__).parent/"docker-compose")')" -f docker-compose.yml config -q
 
 clean:
 	rm -rf .prefect .pytest_cache .ruff_cache .mypy_cache

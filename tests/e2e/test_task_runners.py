@@ -7,6 +7,7 @@ import pytest
 
 from tasks import annotate
 from tasks.common.config import OrchestrationParams
+from tasks.common.orchestration import make_task_runner
 from tasks.common.hashing import sha256_tree
 from tasks.common.io import write_jsonl
 from tests.e2e.test_annotate_flow import _cfg, _thread, model_folders  # noqa: F401 - the fixture is reused
@@ -14,7 +15,7 @@ from tests.e2e.test_annotate_flow import _cfg, _thread, model_folders  # noqa: F
 
 @pytest.mark.slow
 def test_annotate_on_a_local_dask_cluster_matches_the_thread_runner(prefect_api, model_folders, tmp_path):  # noqa: F811
-    pytest.importorskip("prefect_dask")
+    prefect_dask = pytest.importorskip("prefect_dask")
     values, emotion = model_folders
     src = tmp_path / "threads"
     for i, texts in enumerate([["I want to be free to choose my own path.", "me too"],
@@ -26,6 +27,7 @@ def test_annotate_on_a_local_dask_cluster_matches_the_thread_runner(prefect_api,
     cfg = _cfg(values, emotion)
     thread = OrchestrationParams(task_runner="thread", address=None, workers=1)
     dask = OrchestrationParams(task_runner="dask", address=None, workers=2)
+    assert isinstance(make_task_runner(dask), prefect_dask.DaskTaskRunner)
     s_thread = annotate.annotate_all(cfg, src, tmp_path / "out_thread", runner=thread,
                                      cache_version=f"{annotate.CACHE_VERSION}/thread/{tmp_path.name}")
     s_dask = annotate.annotate_all(cfg, src, tmp_path / "out_dask", runner=dask,
