@@ -78,7 +78,7 @@ def postgres() -> Iterator[str]:
 
 
 def test_mlflow_tracking_server_on_postgres_logs_and_reads_back(postgres, tmp_path):
-    pytest.importorskip("psycopg2")
+    pytest.importorskip("psycopg")
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
