@@ -1,5 +1,5 @@
 """Flow of stage `crawl`: one cached task per input file (key: file hash + crawl params + key fingerprint), a
-retried task for the live crawl, then thread building into data/threads/ (DVC out) and metrics/crawl.json."""
+the live crawl's records from data/live/ (stage crawl_live), then thread building into data/threads/ (DVC out) and metrics/crawl.json."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 
 from tasks.common import paths
 from tasks.common.hashing import sha256_file
@@ -36,19 +36,6 @@ def read_dump_file(path: str, sha256: str, g: dict, seed: int, key_fingerprint: 
     return crawl.dump_part(Path(path), g, _pseudo(g, seed))
 
 
-def live_task(retries: int, delay: float):
-    """The live crawl as a retried task: each retry resumes from the checkpoint in the state folder."""
-
-    @task(name="crawl-live", retries=retries, retry_delay_seconds=delay)
-    def crawl_live(lv: dict, state_dir: str, g: dict, seed: int):
-        from tasks.crawl import reddit_live
-
-        reddit_live.crawl(lv, Path(state_dir), _pseudo(g, seed), crawl.rules_from(g))
-        return reddit_live.live_part(Path(state_dir))
-
-    return crawl_live
-
-
 @flow(name="crawl", log_prints=False)
 def crawl_flow(params_file: str = "params.yaml") -> dict:
     cfg = stage_params("crawl", paths.ROOT / params_file)
@@ -67,9 +54,11 @@ def crawl_flow(params_file: str = "params.yaml") -> dict:
             p = paths.EXTERNAL / rel
             _need(p, rel)
             parts.append(read_dump_file(str(p), sha256_file(p), g, cfg.seed, pseudo.fingerprint, crawl.CACHE_VERSION))
-        if g["live"]["enabled"]:
-            lv = g["live"]
-            parts.append(live_task(lv["retries"], lv["retry_delay_s"])(lv, str(paths.ROOT / lv["state_dir"]), g, cfg.seed))
+        live = paths.ROOT / g["live"]["state_dir"]  # crawl_live's DVC out: what the live crawl has collected
+        if (live / "raw").is_dir() and any((live / "raw").glob("*.jsonl")):
+            from tasks.crawl import reddit_live
+
+            parts.append(reddit_live.live_part(live))
         threads, stats = crawl.finish(parts, crawl.rules_from(g), g["max_threads"])
         final = crawl.write_store(threads, stats, paths.DATA / "threads", g["shards"])
         mlflow.log_metrics({f"crawl.{k}": v for k, v in final.items()})

@@ -7,9 +7,9 @@ import pytest
 
 from tasks import annotate
 from tasks.common.config import OrchestrationParams
-from tasks.common.orchestration import make_task_runner
 from tasks.common.hashing import sha256_tree
 from tasks.common.io import write_jsonl
+from tasks.common.orchestration import make_task_runner
 from tests.e2e.test_annotate_flow import _cfg, _thread, model_folders  # noqa: F401 - the fixture is reused
 
 
