@@ -48,6 +48,27 @@ FAMILIES = {
 }
 DATA_FAMILY = "data"
 
+#: MLflow 3.17's UI picks GenAI vs model-training views from a global toggle (URL `workflowType`, else the browser's
+#: last choice, GenAI by default) before the experiment's kind tag: the links we print carry the runs-table view.
+UI_VIEW = "workflowType=machine_learning"
+
+
+def ui_url(server: str, experiment_id: str) -> str:
+    """Link that opens an experiment on its runs table (see UI_VIEW)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?{UI_VIEW}"
+
+
+def experiment_links(server: str, base: str = "esvr", root: Path | None = None) -> dict[str, str]:
+    """{experiment name: runs-table link} for the base experiment and every `base/<family>` one in the store."""
+    import mlflow
+
+    server_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    mlflow.set_tracking_uri(server_uri if server_uri.startswith(("http://", "https://")) else
+                            tracking_uri(root or Path(os.environ.get("ESVR_MLRUNS", paths.MLRUNS))))
+    exps = mlflow.search_experiments(filter_string=f"name LIKE '{base}%'")
+    return {e.name: ui_url(server, e.experiment_id) for e in sorted(exps, key=lambda e: e.name)
+            if e.name == base or e.name.startswith(base + "/")}
+
 
 def family_of(stage: str) -> str:
     return FAMILIES.get(stage, DATA_FAMILY)
