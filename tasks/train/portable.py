@@ -113,6 +113,8 @@ def finalize(model_dir: Path, base: str | None, parent: Path | None = None, root
     adapter = Path(model_dir) / "adapter"
     if not (adapter / CONFIG).is_file():
         return
+    # the Trainer pickles its arguments beside the adapter: absolute output paths, nothing inference needs
+    (adapter / "training_args.bin").unlink(missing_ok=True)
     if parent is not None:
         delta = Path(model_dir) / "adapter_delta"
         shutil.rmtree(delta, ignore_errors=True)
