@@ -49,14 +49,17 @@ def plan(cfg: Params, data: Path | None = None, results: Path = RESULTS) -> dict
     data = data or paths.DATA
     m = measured(results)
     t = cfg.train
-    eff_batch = t.trainer.per_device_train_batch_size * t.trainer.gradient_accumulation_steps
+    tr = t.trainer  # TrainingArguments fields (a dict checked against TRL's configs)
+    eff_batch = int(tr.get("per_device_train_batch_size", 8)) * int(tr.get("gradient_accumulation_steps", 1))
+    max_len = int(tr.get("max_length", 1024))
     stages: dict[str, Any] = {}
     for stage, scfg, kind in (("train_tvd", t.tvd, "sft"), ("train_rg_sft", t.rg_sft, "sft"),
                               ("train_rg_dpo", t.rg_dpo, "dpo")):
         rows, source = _rows(stage, cfg, data)
-        passes = (scfg.max_steps * eff_batch / max(rows, 1)) if scfg.max_steps > 0 else scfg.num_train_epochs
-        per_row = (min(SFT_TOKENS, t.trainer.max_length) if kind == "sft"
-                   else 2 * min(DPO_TOKENS_PER_SIDE, t.trainer.max_length))
+        a = {**tr, **scfg.args}  # the run's own args over the shared trainer fields
+        max_steps, epochs = int(a.get("max_steps", -1)), float(a.get("num_train_epochs", 1.0))
+        passes = (max_steps * eff_batch / max(rows, 1)) if max_steps > 0 else epochs
+        per_row = min(SFT_TOKENS, max_len) if kind == "sft" else 2 * min(DPO_TOKENS_PER_SIDE, max_len)
         tokens = rows * passes * per_row
         tps = m.get(f"{kind}_tokens_per_second")
         stages[stage] = {"rows": rows, "rows_from": source, "passes": round(passes, 3),

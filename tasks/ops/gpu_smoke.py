@@ -50,7 +50,7 @@ def trl_defaults(out_dir: str) -> dict:
 
     keys = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "learning_rate", "bf16",
             "gradient_checkpointing", "lr_scheduler_type", "warmup_ratio", "packing", "padding_free")
-    out = {"trl": trl.__version__}
+    out: dict = {"trl": trl.__version__}
     for name, cls in (("sft", trl.SFTConfig), ("dpo", trl.DPOConfig)):
         c = cls(output_dir=out_dir, use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available())
         out[name] = {k: getattr(c, k) for k in keys if hasattr(c, k)}

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tasks.common.config import load_profile
 from tasks.llm import vllm
@@ -26,12 +27,12 @@ async def _load(url: str, model: str, n: int) -> dict:
     import openai
 
     client = openai.AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=300)
-    msgs = [{"role": "user", "content": "I failed my exam again and I feel like giving up. What should I do?"}]
+    msgs: Any = [{"role": "user", "content": "I failed my exam again and I feel like giving up. What should I do?"}]
     t0 = time.perf_counter()
     res = await asyncio.gather(*(client.chat.completions.create(model=model, messages=msgs, max_tokens=128,
                                                                temperature=0.7, seed=i) for i in range(n)))
     secs = time.perf_counter() - t0
-    toks = sum(r.usage.completion_tokens for r in res)
+    toks = sum(r.usage.completion_tokens if r.usage else 0 for r in res)
     await client.close()
     return {"requests": n, "seconds": round(secs, 2), "completion_tokens": toks, "tokens_per_second": round(toks / secs, 1)}
 

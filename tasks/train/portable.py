@@ -75,7 +75,7 @@ def compose(parent: Path, child: Path, out: Path) -> dict[str, Any]:
     for key in sorted(set(pw) | set(cw)):
         if ".lora_A." in key or ".lora_B." in key:
             continue
-        weights[key] = (cw.get(key, pw.get(key))).contiguous()  # modules_to_save: the later run's copy
+        weights[key] = (cw[key] if key in cw else pw[key]).contiguous()  # modules_to_save: the later run's copy
     modules = sorted({k.split(".lora_A.")[0] for k in (set(pw) | set(cw)) if ".lora_A." in k})
     for m in modules:
         a_key, b_key = f"{m}.lora_A.weight", f"{m}.lora_B.weight"
