@@ -54,9 +54,10 @@ def crawl_flow(params_file: str = "params.yaml") -> dict:
             p = paths.EXTERNAL / rel
             _need(p, rel)
             parts.append(read_dump_file(str(p), sha256_file(p), g, cfg.seed, pseudo.fingerprint, crawl.CACHE_VERSION))
-        live = paths.ROOT / g["live"]["state_dir"]  # crawl_live's DVC out: what the live crawl has collected
+        from tasks.crawl import crawl_live, reddit_live
+
+        live = crawl_live.live_dir()  # stage crawl_live's DVC out: what the live crawl has collected
         if (live / "raw").is_dir() and any((live / "raw").glob("*.jsonl")):
-            from tasks.crawl import reddit_live
 
             parts.append(reddit_live.live_part(live))
         threads, stats = crawl.finish(parts, crawl.rules_from(g), g["max_threads"])

@@ -14,9 +14,7 @@ from tasks.common.tracking import stage_run
 from tasks.crawl import crawl_live, records
 
 log = logging.getLogger(__name__)
-
-#: The DVC out of the stage (dvc.yaml); crawl.live.state_dir must name it so `crawl` sees what was crawled.
-LIVE_DIR = "data/live"
+LIVE_DIR = crawl_live.LIVE_DIR
 
 
 @flow(name="crawl_live", log_prints=False)
@@ -27,7 +25,7 @@ def crawl_live_flow(params_file: str = "params.yaml") -> dict:
     if Path(lv["state_dir"]) != Path(LIVE_DIR):
         raise records.CrawlError(f"crawl.live.state_dir is {lv['state_dir']!r}; the DVC-tracked live input is "
                                  f"{LIVE_DIR!r} (dvc.yaml crawl_live outs): set it back")
-    state = paths.ROOT / LIVE_DIR
+    state = crawl_live.live_dir()
     state.mkdir(parents=True, exist_ok=True)
 
     @task(name="crawl-live", retries=lv["retries"], retry_delay_seconds=lv["retry_delay_s"])

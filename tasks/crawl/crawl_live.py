@@ -12,10 +12,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tasks.common import paths
 from tasks.common.io import read_json, write_json
 from tasks.crawl import crawl, records, reddit_live
 
 log = logging.getLogger(__name__)
+
+#: The stage's DVC out (dvc.yaml), relative to the project; crawl.live.state_dir must name it.
+LIVE_DIR = "data/live"
+
+
+def live_dir() -> Path:
+    """Where the live crawl's DVC-tracked state lives (read by stage crawl)."""
+    return paths.DATA / "live"
 
 
 def run(g: dict[str, Any], state_dir: Path, pseudo: records.Pseudonymiser) -> dict[str, Any]:

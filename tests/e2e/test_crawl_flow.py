@@ -75,7 +75,6 @@ def test_flow_live_task_is_retried_and_resumes(staged, prefect_api, mlflow_store
     from tests.fakes.reddit_fake import FakeReddit, build_site, env_for
 
     root, params = staged
-    monkeypatch.setattr(crawl_live_flow_module.paths, "ROOT", root)
     data = yaml.safe_load(params.read_text())
     data["crawl"]["dumps"] = []
     data["crawl"]["live"].update(enabled=True, subreddit="AskMen", retries=2, retry_delay_s=0.0, timeout_s=10.0)
