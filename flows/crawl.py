@@ -1,5 +1,5 @@
 """Flow of stage `crawl`: one cached task per input file (key: file hash + crawl params + key fingerprint), a
-retried task for the live crawl, then thread building into data/threads/ (DVC out) and metrics/crawl.json."""
+the live crawl's records from data/live/ (stage crawl_live), then thread building into data/threads/ (DVC out) and metrics/crawl.json."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow
 
 from tasks.common import paths
 from tasks.common.config import CrawlParams
@@ -15,7 +15,7 @@ from tasks.common.hashing import sha256_file
 from tasks.common.io import write_json
 from tasks.common.orchestration import shard_task, stage_params
 from tasks.common.tracking import stage_run
-from tasks.crawl import crawl, records, reddit_live
+from tasks.crawl import crawl, crawl_live, records, reddit_live
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,6 @@ def read_table_file(path: str, sha256: str, cfg: CrawlParams, seed: int, key_fin
 def read_dump_file(path: str, sha256: str, cfg: CrawlParams, seed: int, key_fingerprint: str, cache_version: str):
     """One Pushshift dump -> pseudonymised, filtered records (parsed on `crawl.workers` processes)."""
     return crawl.dump_part(Path(path), cfg, _pseudo(cfg, seed))
-
-
-def live_task(retries: int, delay: float):
-    """The live crawl as a retried task: each retry resumes from the checkpoint in the state folder."""
-
-    @task(name="crawl-live", retries=retries, retry_delay_seconds=delay)
-    def crawl_live(cfg: CrawlParams, state_dir: str, seed: int):
-        reddit_live.crawl(cfg.live, Path(state_dir), _pseudo(cfg, seed), crawl.rules_from(cfg))
-        return reddit_live.live_part(Path(state_dir))
-
-    return crawl_live
 
 
 @flow(name="crawl", log_prints=False)
@@ -67,9 +56,9 @@ def crawl_flow(params_file: str = "params.yaml") -> dict:
             _need(p, rel)
             parts.append(read_dump_file(str(p), sha256_file(p), cfg, params.seed, pseudo.fingerprint,
                                         crawl.CACHE_VERSION))
-        if cfg.live.enabled:
-            lv = cfg.live
-            parts.append(live_task(lv.retries, lv.retry_delay_s)(cfg, str(paths.ROOT / lv.state_dir), params.seed))
+        live = crawl_live.live_dir()  # stage crawl_live's DVC out: what the live crawl has collected
+        if (live / "raw").is_dir() and any((live / "raw").glob("*.jsonl")):
+            parts.append(reddit_live.live_part(live))
         threads, stats = crawl.finish(parts, crawl.rules_from(cfg), cfg.max_threads)
         final = crawl.write_store(threads, stats, paths.THREADS, cfg.shards)
         mlflow.log_metrics({f"crawl.{k}": v for k, v in final.items()})
