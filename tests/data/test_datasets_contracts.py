@@ -18,10 +18,11 @@ import pytest
 
 from tasks import datasets as ds
 from tasks.annotators.presence import PresenceRule
-from tasks.common.config import DatasetsParams, load_params
+from tasks.common.config import load_params
 from tasks.common.io import read_json, read_jsonl
 from tasks.domain import prompts
 from tests.dataset_builders import write_rule, write_store
+from tests.params import datasets_cfg
 
 
 def _store_index(threads_dir: Path) -> dict[str, set[str]]:
@@ -73,7 +74,7 @@ def assert_contracts(data, threads_dir: Path, ann_dir: Path, stats: dict) -> Non
 def hand_built(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     threads_dir, ann_dir = write_store(root, n_threads=10)
-    cfg = DatasetsParams(value_detector=str(write_rule(root / "vd")))
+    cfg = datasets_cfg(value_detector=str(write_rule(root / "vd")))
     stats = ds.run(cfg, 11, threads_dir, ann_dir, root / "datasets")
     return ds.load_datasets(root / "datasets"), threads_dir, ann_dir, stats
 

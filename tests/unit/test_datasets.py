@@ -10,17 +10,12 @@ import pytest
 
 from tasks import datasets as ds
 from tasks.annotators.presence import PresenceRule
-from tasks.common.config import DatasetsParams
 from tasks.common.io import read_json
 from tasks.domain import prompts
 from tests.dataset_builders import save_tiny_tokenizer, thread, values, write_rule, write_store
+from tests.params import datasets_cfg
 
-
-def params(**kw) -> DatasetsParams:
-    return DatasetsParams(**{"value_detector": "models/value_detector", **kw})
-
-
-CFG = params()
+CFG = datasets_cfg()
 RULE = PresenceRule.uniform(0.5, min_chars=2)  # the builders' named values (>= 0.5) are present, the rest (0.01) not
 RATES = [0.1] * 20  # uniform base rates: lift orders like probability
 
@@ -45,7 +40,7 @@ def test_clean_text():
      ("either", 0.3, 0.25, False), ("both", 0.6, 0.55, False), ("both", 0.6, 0.4, True)],
 )
 def test_positivity_rule(rule, p, prev, expected):
-    cfg = params(positivity_rule=rule, positivity_threshold=0.5, positivity_min_increase=0.1)
+    cfg = datasets_cfg(positivity_rule=rule, positivity_threshold=0.5, positivity_min_increase=0.1)
     assert ds.is_positive(p, prev, cfg) is expected
 
 
@@ -103,7 +98,7 @@ def test_deeper_path_history_and_increase_rule():
     th, anns = thread("t")
     a = ann_map(anns)
     a["t-t1_o3"]["positivity"] = 0.45  # below threshold, but not above o2 (0.8): still negative
-    cfg = params(positivity_rule="increase", positivity_min_increase=0.1)
+    cfg = datasets_cfg(positivity_rule="increase", positivity_min_increase=0.1)
     count = lambda m, g: ds.estimate_tokens(m, g, 4.0)  # noqa: E731
     def positives(): return {r["outcome_id"] for r in ds.assemble(extract(th, a, cfg).examples, cfg, 0,
                                                                     count)[0]["tvd"]["train"]}
@@ -199,11 +194,11 @@ def test_length_filter_drops_and_counts_with_a_real_tokenizer(tmp_path):
     n_prompt = count(rec["messages"][:-1], True)
     n_full = count(rec["messages"], False)
     assert n_full > n_prompt > 20
-    tight = params(max_length=n_prompt + 4, min_answer_tokens=8)
+    tight = datasets_cfg(max_length=n_prompt + 4, min_answer_tokens=8)
     assert ds.length_check("tvd", rec, count, tight.max_length, tight.min_answer_tokens) == "prompt_leaves_no_room"
     assert ds.length_check("tvd", rec, count, n_full - 1, 1) == "answer_truncated"
     assert ds.length_check("tvd", rec, count, n_full, 1) is None
-    _, stats = ds.assemble(exs, params(max_length=n_prompt + 4), 0, count)
+    _, stats = ds.assemble(exs, datasets_cfg(max_length=n_prompt + 4), 0, count)
     assert stats["tvd"]["total"] == 0 and stats["tvd"]["dropped"]["prompt_leaves_no_room"] >= 1
 
 
@@ -249,7 +244,7 @@ def test_an_over_long_rejected_comment_gives_way_to_a_spare():
     long_id = ex["rejected"][0]["id"]
     ex["rejected"][0]["text"] = "word " * 2000
     count = lambda m, g: ds.estimate_tokens(m, g, 4.0)  # noqa: E731
-    out, stats = ds.assemble([ex], params(max_rejected_per_example=2), 0, count)
+    out, stats = ds.assemble([ex], datasets_cfg(max_rejected_per_example=2), 0, count)
     pairs = [r for recs in out["rg_pairs"].values() for r in recs]
     assert len(pairs) == 2 and long_id not in {p["rejected_id"] for p in pairs}
     assert stats["rg_pairs"]["dropped"] == {"rejected_truncated": 1}
@@ -278,12 +273,12 @@ def test_the_presence_rule_decides_what_a_rejected_comment_expresses(tmp_path):
 def test_positivity_quantile_sets_the_threshold_from_the_corpus():
     exs = _examples(4, positive_only=False)  # per thread: o2 0.8, o3 0.3, ob 0.9
     count = lambda m, g: ds.estimate_tokens(m, g, 4.0)  # noqa: E731
-    assert ds.positivity_threshold(params(), [0.1, 0.9]) == 0.5
-    assert ds.positivity_threshold(params(positivity_quantile=0.5), [0.1, 0.2, 0.9]) == 0.2
-    assert ds.positivity_threshold(params(positivity_quantile=0.25), [0.0, 1.0]) == 0.25
-    cfg = params(positivity_rule="threshold", positivity_quantile=0.9)
+    assert ds.positivity_threshold(datasets_cfg(), [0.1, 0.9]) == 0.5
+    assert ds.positivity_threshold(datasets_cfg(positivity_quantile=0.5), [0.1, 0.2, 0.9]) == 0.2
+    assert ds.positivity_threshold(datasets_cfg(positivity_quantile=0.25), [0.0, 1.0]) == 0.25
+    cfg = datasets_cfg(positivity_rule="threshold", positivity_quantile=0.9)
     _, stats = ds.assemble(exs, cfg, 0, count)
     assert stats["positivity"]["candidates"] == 12 and stats["positivity"]["threshold"] == 0.9
     assert stats["positivity"]["positive"] == 4  # only the ob replies (0.9) reach the 90th percentile
-    _, base = ds.assemble(exs, params(), 0, count)
+    _, base = ds.assemble(exs, datasets_cfg(), 0, count)
     assert base["positivity"]["positive"] == 8 and base["positivity"]["positive_rate"] == round(8 / 12, 4)
