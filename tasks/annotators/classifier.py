@@ -272,11 +272,24 @@ class MeanPoolClassifier:
         self.encoder.train(mode)
         self.head.train(mode)
 
-    def logits(self, input_ids: Any, attention_mask: Any) -> Any:
+    def pool(self, input_ids: Any, attention_mask: Any) -> Any:
+        """Masked mean of the encoder's last hidden states (the sentence embedding the head reads)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return self.head(pooled)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def logits(self, input_ids: Any, attention_mask: Any) -> Any:
+        return self.head(self.pool(input_ids, attention_mask))
+
+    def embed(self, token_ids: Sequence[Sequence[int]], batch_size: int = 128) -> Any:
+        """Sentence embeddings (n x hidden) of tokenised texts, in inference mode (frozen-encoder training)."""
+        torch = _torch()
+        out = torch.zeros((len(token_ids), self.head.in_features), device=self.device)
+        self.train(False)
+        with torch.inference_mode():
+            for idx in length_batches(token_ids, batch_size):
+                out[idx] = self.pool(*self.collate([token_ids[i] for i in idx]))
+        return out.clone()  # a normal tensor: inference-mode tensors cannot enter autograd
 
     def encode(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, list[list[int]]]:
         """Tokenise without padding (padding happens per batch)."""
@@ -420,6 +433,9 @@ def train_classifier(train: LabelledTexts, dev: LabelledTexts, cfg: Any, seed: i
              time.time() - t0, float(np.mean([len(x) for x in train_ids])))
     y_train = torch.tensor(train.labels)
     enc_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    # A fully frozen encoder (freeze_layers >= its depth) gives every text the same embedding in every epoch: embed
+    # once and train the head on the cached embeddings (a linear probe; the session's small test detectors).
+    cached = None if enc_params else (model.embed(train_ids), model.embed(dev_ids))
     opt = torch.optim.AdamW(
         [{"params": enc_params, "lr": cfg.lr_encoder}, {"params": list(model.head.parameters()), "lr": cfg.lr_head}],
         weight_decay=cfg.weight_decay,
@@ -444,8 +460,11 @@ def train_classifier(train: LabelledTexts, dev: LabelledTexts, cfg: Any, seed: i
         for batch in bucketed_epoch(lengths, cfg.batch_size, rng):
             if step >= total:
                 break
-            inp, att = model.collate([train_ids[i] for i in batch])
-            loss = loss_fn(model.logits(inp, att), y_train[batch].to(model.device))
+            if cached is None:
+                logits = model.logits(*model.collate([train_ids[i] for i in batch]))
+            else:
+                logits = model.head(cached[0][batch])
+            loss = loss_fn(logits, y_train[batch].to(model.device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at step {step}: lower the learning rates")
             opt.zero_grad(set_to_none=True)
@@ -461,7 +480,11 @@ def train_classifier(train: LabelledTexts, dev: LabelledTexts, cfg: Any, seed: i
                 log.info("epoch %d step %d/%d loss %.4f (%.1f samples/s)", epoch, step, total, run_loss / run_n, rate)
                 if on_metrics:
                     on_metrics({"train_loss": run_loss / run_n}, step)
-        probs = model.predict_proba(dev.texts, batch_size=128, token_ids=dev_ids)
+        if cached is None:
+            probs = model.predict_proba(dev.texts, batch_size=128, token_ids=dev_ids)
+        else:
+            with torch.no_grad():
+                probs = torch.sigmoid(model.head(cached[1])).float().cpu().numpy()
         with torch.no_grad():
             dev_loss = float(loss_fn(torch.tensor(probs).clamp(1e-6, 1 - 1e-6).logit(), torch.tensor(dev.labels)))
         th = choose_thresholds(probs, dev.labels, metric, cfg.threshold_mode)
