@@ -85,7 +85,8 @@ class SafeMessage:
     @property
     def text(self) -> str:
         lines = [self.message, ""]
-        lines += [f"  - {r['name']}: {r['contact']}" for r in self.resources]
+        for r in self.resources:
+            lines += [f"  - {r['name']}", f"    {r['contact']}"]
         return "\n".join([*lines, "", self.emergency, self.closing])
 
 
@@ -271,7 +272,7 @@ class EventLog:
         self.path = path
 
     def write(self, event: dict[str, Any]) -> None:
-        log.warning("crisis guard: safe message shown instead of a model turn (source %s, rule %s)",
+        log.info("crisis guard: safe message shown instead of a model turn (source %s, rule %s)",
                     event["source"], event["rule"])
         if self.path is None:
             return

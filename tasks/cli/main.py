@@ -28,6 +28,9 @@ app.add_typer(emotions_app, name="emotions")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(importlib.import_module("tasks.cli.llm").app)  # serve, simulate, personas (LLM layer)
 app.add_typer(train_app, name="train")
+_chat_cli = importlib.import_module("tasks.cli.chat")
+app.add_typer(_chat_cli.app)  # esvr chat
+app.add_typer(_chat_cli.guard_app, name="guard")
 
 log = logging.getLogger("esvr")
 
