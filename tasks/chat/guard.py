@@ -195,7 +195,8 @@ class Guard:
                 if lacks:
                     raise GuardError(f"{res_path}: locales.{name}.resources[{i}]: missing {lacks} (every resource "
                                      "names where it was taken from)")
-            locales[name] = SafeMessage(name, " ".join(entry["message"].split()), tuple(entry["resources"]),
+            resources = tuple({k: str(v) for k, v in r.items()} for r in entry["resources"])  # 109: a number in YAML
+            locales[name] = SafeMessage(name, " ".join(entry["message"].split()), resources,
                                         " ".join(entry["emergency"].split()), " ".join(entry["closing"].split()))
         if "en" not in locales:
             raise GuardError(f"{res_path}: locales.en is required (the fallback of every other locale)")

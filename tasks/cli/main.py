@@ -31,6 +31,7 @@ app.add_typer(train_app, name="train")
 _chat_cli = importlib.import_module("tasks.cli.chat")
 app.add_typer(_chat_cli.app)  # esvr chat
 app.add_typer(_chat_cli.guard_app, name="guard")
+app.add_typer(importlib.import_module("tasks.cli.review").app, name="review")
 
 log = logging.getLogger("esvr")
 
