@@ -184,7 +184,7 @@ def create_app(db: ReviewDB, cfg: ReviewParams, guard: Guard) -> Any:
         if not isinstance(comment, str):
             return JSONResponse({"error": "comment must be a string"}, status_code=400)
         try:
-            new = await run_in_threadpool(db.record, rater, str(pid), {k: body.get(k) for k in CRITERION_KEYS},
+            new = await run_in_threadpool(db.record, rater, str(pid), {k: str(body.get(k) or "") for k in CRITERION_KEYS},
                                           comment[: cfg.max_comment_chars])
         except ReviewDBError as e:
             return JSONResponse({"error": str(e)}, status_code=404)

@@ -64,7 +64,7 @@ def parse_pair(obj: Any, where: str) -> dict[str, Any]:
     pid = obj.get("pair_id")
     if not isinstance(pid, str | int) or not str(pid).strip():
         raise PairsError(f"{where}: pair_id: a non-empty string is required")
-    pair = {"pair_id": str(pid).strip(), "a": _dialogue(obj.get("a"), f"{where}: a"),
+    pair: dict[str, Any] = {"pair_id": str(pid).strip(), "a": _dialogue(obj.get("a"), f"{where}: a"),
             "b": _dialogue(obj.get("b"), f"{where}: b")}
     if pair["a"]["variant"] == pair["b"]["variant"]:
         raise PairsError(f"{where}: a and b are both variant {pair['a']['variant']!r}; a pair compares two variants")
