@@ -147,7 +147,8 @@ class Conversation:
                                      check=check_nonempty(("response",)))
             out.raw = supporter_format.format_answer(**obj)
         elif self.prompt == "reference":
-            out.raw = await self.llm.ask(SUPPORTER, prompts.rg_prompt(window, out.target_values), check=check_reference)
+            out.raw = await self.llm.ask(SUPPORTER, prompts.rg_prompt(window, out.target_values),
+                                         check=check_reference)
         else:
             out.raw = await self.llm.ask(SUPPORTER, supporter_format.supporter_messages(
                 window, out.target_values, out.reference), check=check_reference)

@@ -1,4 +1,4 @@
-"""`esvr chat` (talk to a supporter) and `esvr guard check|eval` (the crisis guard on its own); heavy imports inside."""
+"""`esvr chat` (talk to a supporter) and `esvr guard check|eval` (the crisis guard alone); heavy imports inside."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def chat(
 
     params = _params(params_file)
     cfg = params.chat
-    if logging.getLogger().level > logging.DEBUG:  # the terminal shows the conversation, not INFO lines (-v keeps them)
+    if logging.getLogger().level > logging.DEBUG:  # the terminal shows the conversation, no INFO lines (-v keeps them)
         logging.getLogger().setLevel(logging.WARNING)
     mode = prompt or cfg.prompt
     if mode not in ("auto", *core.PROMPTS):

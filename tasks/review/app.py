@@ -1,7 +1,7 @@
 """`esvr review serve`: the pairwise review page (FastAPI + Jinja2; endpoints and formats in docs/review.md).
 
 A rater opens the link `esvr review invite` printed (`/?token=…`): the token goes into an HttpOnly, SameSite=Strict
-cookie and the browser is sent on to `/pair`, which shows the rater's next unjudged pair — two dialogues side by side,
+cookie and the browser is sent on to `/pair`, which shows the rater's next unjudged pair: two dialogues side by side,
 a/b placed left/right by the rater's own salt, variant names never on the page (not even in the form: the pair is
 named by a per-rater handle). A verdict is a POST of left/right/tie per criterion plus a comment; the server maps
 left/right back to a/b. Post/redirect/get: reloading after a vote shows the next pair and never re-sends the vote.
@@ -184,8 +184,8 @@ def create_app(db: ReviewDB, cfg: ReviewParams, guard: Guard) -> Any:
         if not isinstance(comment, str):
             return JSONResponse({"error": "comment must be a string"}, status_code=400)
         try:
-            new = await run_in_threadpool(db.record, rater, str(pid), {k: str(body.get(k) or "") for k in CRITERION_KEYS},
-                                          comment[: cfg.max_comment_chars])
+            choices = {k: str(body.get(k) or "") for k in CRITERION_KEYS}
+            new = await run_in_threadpool(db.record, rater, str(pid), choices, comment[: cfg.max_comment_chars])
         except ReviewDBError as e:
             return JSONResponse({"error": str(e)}, status_code=404)
         except ValueError as e:

@@ -164,7 +164,8 @@ def test_wrong_or_missing_token_gets_403(server, browser):
         assert c.get("/pair", cookies={"esvr_rater": "nope"}).status_code == 403
         assert c.post("/verdict", data=form).status_code == 403
         assert c.get("/api/next").status_code == 403
-        assert c.post("/api/verdicts", json={"pair_id": "p1"}, headers={"Authorization": "Bearer nope"}).status_code == 403
+        bad = {"Authorization": "Bearer nope"}
+        assert c.post("/api/verdicts", json={"pair_id": "p1"}, headers=bad).status_code == 403
         ok = c.get("/?token=" + token)
         assert ok.status_code == 303 and ok.headers["location"] == "/pair"
         assert c.get("/pair", cookies={"esvr_rater": token}).status_code == 200

@@ -10,16 +10,16 @@ import pytest
 
 from tasks.chat import chat
 from tasks.chat.guard import EventLog, Guard
-from tasks.common.config import load_profile
 from tasks.domain import supporter_format
 from tasks.llm.client import LLM, Role
 from tasks.review.pairs import parse_pair
 from tests.fakes.mock_llm import MockServer
+from tests.params import group
 
 
 @pytest.fixture(scope="module")
 def guard() -> Guard:
-    return Guard.load(load_profile("tiny").guard)
+    return Guard.load(group("guard"))
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +116,13 @@ def test_transcript_turns_are_review_turns(tmp_path, mock, guard):
 
 
 def test_missing_helper_warns_or_fails(tmp_path):
-    cfg = load_profile("tiny").chat
+    cfg = group("chat")
     notes: list[str] = []
     with MockServer() as m, chat.open_models(m.url, cfg, str(tmp_path / "nope"), None, None, notes) as llm:
         assert set(llm.roles) == {"supporter"} and "tvd off" in notes[0]
         assert llm.roles["supporter"].model == "mock"  # the first model the URL lists
     with pytest.raises(chat.ChatError, match="tvd"):
-        with chat.open_models("http://127.0.0.1:9/v1", cfg.model_copy(update={"missing_helpers": "fail"}),
+        with chat.open_models("http://127.0.0.1:9/v1", group("chat", missing_helpers="fail"),
                               str(tmp_path / "nope"), None, None):
             pass
     with pytest.raises(chat.ChatError, match="supporter"):

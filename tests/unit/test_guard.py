@@ -13,7 +13,7 @@ import pytest
 
 from tasks.chat.guard import EventLog, Guard, GuardError, evaluate
 from tasks.common import paths
-from tasks.common.config import GuardParams, load_profile
+from tests.params import group
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "guard"
 #: Minimum figures on the held-out set (docs/safety.md reports the measured ones): a guard below these is broken.
@@ -22,7 +22,7 @@ MIN_RECALL, MIN_PRECISION = 0.95, 0.95
 
 @pytest.fixture(scope="module")
 def guard() -> Guard:
-    return Guard.load(load_profile("tiny").guard)
+    return Guard.load(group("guard"))
 
 
 def rows(name: str) -> list[dict]:
@@ -119,11 +119,10 @@ def test_bad_lexicon_names_file_and_entry(tmp_path):
     lex = (paths.ROOT / "tasks/chat/crisis_lexicon.yaml").read_text(encoding="utf-8")
     bad = tmp_path / "lex.yaml"
     bad.write_text(lex.replace("pattern: '\\bsu[i1!]c[i1!]dal\\b'", "pattern: '(unclosed'"), encoding="utf-8")
-    p = GuardParams(lexicon=str(bad), resources="tasks/chat/crisis_resources.yaml", locale="en", events_file=None)
+    p = group("guard", lexicon=str(bad))
     with pytest.raises(GuardError, match=r"lex\.yaml: rules\[\d+\] \(ideation\.suicidal\): not a valid regular"):
         Guard.load(p)
-    p = GuardParams(lexicon="tasks/chat/crisis_lexicon.yaml", resources="tasks/chat/crisis_resources.yaml",
-                    locale="xx", events_file=None)
+    p = group("guard", locale="xx")
     with pytest.raises(GuardError, match="guard.locale 'xx'"):
         Guard.load(p)
 

@@ -34,7 +34,8 @@ def test_pairs_roles_are_normalised(tmp_path):
 @pytest.mark.parametrize("bad,match", [
     ("{not json", r"p\.jsonl:2: not valid JSON"),
     ({"pair_id": "2", "a": {"variant": "x", "turns": []}, "b": {}}, r"p\.jsonl:2: a\.turns"),
-    ({**pair("2"), "b": {"variant": "y", "turns": [{"role": "bot", "text": "x"}]}}, r"p\.jsonl:2: b\.turns\[0\]\.role"),
+    ({**pair("2"), "b": {"variant": "y", "turns": [{"role": "bot", "text": "x"}]}},
+     r"p\.jsonl:2: b\.turns\[0\]\.role"),
     (pair("2", "x", "x"), "both variant 'x'"),
     (pair("1"), r"p\.jsonl:2: pair_id '1' already on line 1"),
     ({"a": {}, "b": {}}, r"p\.jsonl:2: pair_id"),
