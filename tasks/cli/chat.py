@@ -10,26 +10,13 @@ from pathlib import Path
 
 import typer
 
+from tasks.cli.common import fail, load
+
 app = typer.Typer(add_completion=False)
 guard_app = typer.Typer(help="The crisis guard that answers suicide/self-harm messages with a safe message.",
                         no_args_is_help=True)
 
 _NONE = ("none", "null", "off", "")
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
-
-
-def _params(params_file: Path):  # noqa: ANN202 - tasks.common.config.Params (imported lazily)
-    from tasks.common import paths
-    from tasks.common.config import ConfigError, load_params
-
-    try:
-        return load_params(paths.ROOT / params_file)
-    except ConfigError as e:
-        _fail(str(e))
 
 
 def _helper(flag: str | None, default: str | None) -> str | None:
@@ -64,19 +51,19 @@ def chat(
     from tasks.chat import chat as core
     from tasks.chat.guard import Guard, GuardError, event_log
 
-    params = _params(params_file)
+    params = load(params_file)
     cfg = params.chat
     if logging.getLogger().level > logging.DEBUG:  # the terminal shows the conversation, no INFO lines (-v keeps them)
         logging.getLogger().setLevel(logging.WARNING)
     mode = prompt or cfg.prompt
     if mode not in ("auto", *core.PROMPTS):
-        _fail(f"--prompt {mode!r}: choose auto, supporter, teacher or reference")
+        fail(f"--prompt {mode!r}: choose auto, supporter, teacher or reference")
     tvd_uri, rg_uri = _helper(tvd, cfg.tvd), _helper(rg, cfg.rg)
     mode = core.choose_prompt(mode, supporter, rg_uri)
     try:
         guard = Guard.load(params.guard)
     except GuardError as e:
-        _fail(str(e))
+        fail(str(e))
     console = Console(highlight=False)
     notes: list[str] = []
     code = 0
@@ -87,7 +74,7 @@ def chat(
                     supporter, cfg, tvd_uri, None if mode == "reference" else rg_uri, model, notes))
             conversation = core.Conversation(llm, guard, event_log(params.guard), mode, cfg.history_turns, locale)
         except core.ChatError as e:
-            _fail(str(e))
+            fail(str(e))
         except KeyboardInterrupt:  # Ctrl-C while the models load
             console.print("conversation ended")
             raise typer.Exit(0) from None
@@ -110,9 +97,9 @@ def guard_check(
     from tasks.chat.guard import Guard, GuardError
 
     try:
-        guard = Guard.load(_params(params_file).guard)
+        guard = Guard.load(load(params_file).guard)
     except GuardError as e:
-        _fail(str(e))
+        fail(str(e))
     for line in sys.stdin:
         text = line.rstrip("\n")
         out = guard.check(text).as_json()
@@ -140,10 +127,10 @@ def guard_eval(
             if not isinstance(r.get("text"), str) or not isinstance(r.get("crisis"), bool):
                 raise ValueError('needs "text" (string) and "crisis" (true/false)')
         except (ValueError, AttributeError) as e:
-            _fail(f"{labelled}:{i}: {e}")
+            fail(f"{labelled}:{i}: {e}")
         rows.append(r)
     try:
-        guard = Guard.load(_params(params_file).guard)
+        guard = Guard.load(load(params_file).guard)
     except GuardError as e:
-        _fail(str(e))
+        fail(str(e))
     typer.echo(json.dumps(evaluate(guard, rows), indent=2, ensure_ascii=False))

@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+from tasks.cli.common import fail, load
+
+if TYPE_CHECKING:
+    from tasks.common.config import Params
+    from tasks.review.db import ReviewDB
 
 app = typer.Typer(help="Pairwise review page: two dialogues side by side, judged by invited raters.",
                   no_args_is_help=True, add_completion=False)
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
-
-
-def _params(params_file: Path):  # noqa: ANN202 - tasks.common.config.Params (imported lazily)
-    from tasks.common import paths
-    from tasks.common.config import ConfigError, load_params
-
-    try:
-        return load_params(paths.ROOT / params_file)
-    except ConfigError as e:
-        _fail(str(e))
-
-
-def _db(path: Path, params):  # noqa: ANN001, ANN202
+def _db(path: Path, params: Params) -> ReviewDB:
     from tasks.review.db import ReviewDB
 
     return ReviewDB(path, params.review.busy_timeout_ms)
@@ -46,13 +38,13 @@ def serve(
     from tasks.review.db import ReviewDBError
     from tasks.review.pairs import PairsError, load_pairs
 
-    params = _params(params_file)
+    params = load(params_file)
     try:
         store = _db(db, params)
         loaded = store.load_pairs(load_pairs(pairs))
         guard = Guard.load(params.guard)
     except (PairsError, ReviewDBError, GuardError) as e:
-        _fail(str(e))
+        fail(str(e))
     typer.echo(f"pairs from {pairs}: {json.dumps(loaded)}; invite raters with `esvr review invite --db {db}`",
                err=True)
     _serve(store, params.review, guard, host or params.review.host, port or params.review.port)
@@ -67,7 +59,7 @@ def invite(
     params_file: Path = typer.Option(Path("params.yaml"), "--params"),
 ) -> None:
     """Create a rater and print their link (it holds the token: send it to that rater only)."""
-    params = _params(params_file)
+    params = load(params_file)
     store = _db(db, params)
     _, token = store.invite(name, params.review.token_bytes)
     base = base_url or store.get_meta("base_url") or f"http://{params.review.host}:{params.review.port}"
@@ -80,7 +72,7 @@ def raters(
     params_file: Path = typer.Option(Path("params.yaml"), "--params"),
 ) -> None:
     """List raters (id, label, verdicts) as JSON lines; tokens are not stored, so they cannot be shown."""
-    for r in _db(db, _params(params_file)).raters():
+    for r in _db(db, load(params_file)).raters():
         typer.echo(json.dumps(r))
 
 
@@ -95,11 +87,11 @@ def results(
     from tasks.common.io import write_json
     from tasks.review.results import log_results, summarise
 
-    params = _params(params_file)
+    params = load(params_file)
     cfg = params.review
     verdicts = _db(db, params).verdicts()
     if not verdicts:
-        _fail(f"{db}: no verdicts yet (raters vote at the page `esvr review serve` runs)")
+        fail(f"{db}: no verdicts yet (raters vote at the page `esvr review serve` runs)")
     summary = summarise(verdicts, cfg.bootstrap_samples, cfg.ci_level, params.seed)
     if mlflow:
         summary["mlflow_run_id"] = log_results(summary, verdicts, cfg.experiment, params.profile,

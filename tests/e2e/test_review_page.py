@@ -177,6 +177,7 @@ def test_wrong_or_missing_token_gets_403(server, browser):
     assert "403" in browser.find_element(By.TAG_NAME, "h1").text
 
 
+@pytest.mark.slow  # 16-30 s on the shared 2-core box: 600 requests through one server
 def test_50_concurrent_raters_lose_nothing_and_count_nothing_twice(server):
     n_raters, n_pairs = 50, 4
     links = [server.invite(f"r{i}") for i in range(2)]  # the CLI path, then the rest in-process (same file, WAL)
