@@ -186,10 +186,11 @@ def resolve_local(uri: str) -> Path:
 
 @contextlib.contextmanager
 def open_models(supporter: str, cfg: ChatParams, tvd: str | None, rg: str | None, model: str | None = None,
-                notes: list[str] | None = None) -> Iterator[LLM]:
+                notes: list[str] | None = None, max_string_chars: int | None = None) -> Iterator[LLM]:
     """An in-memory-cached `LLM` with roles supporter (+ tvd, rg when they resolve); local models are served by one
     `esvr serve` for the duration. Helpers that resolve to nothing are skipped with a note (chat.missing_helpers:
-    warn) or stop the chat (fail)."""
+    warn) or stop the chat (fail). `max_string_chars` (llm.max_string_chars) caps the teacher schema's strings when
+    the supporter is served here: a tiny model stops writing a JSON string only at a cap."""
     from tasks.common.registry import RegistryError
     from tasks.llm.client import local_server
 
@@ -228,9 +229,10 @@ def open_models(supporter: str, cfg: ChatParams, tvd: str | None, rg: str | None
                             max_tokens={SUPPORTER: cfg.max_tokens, TVD: cfg.tvd_max_tokens,
                                         RG: cfg.rg_max_tokens}[role], api_key=e.api_key)
                  for role, e in endpoints.items()}
-        # ":memory:": the cache must not keep what the seeker typed on disk; budget 0 spend is never priced here
+        # ":memory:": the cache must not keep what the seeker typed on disk; chat prices nothing, so no budget
         llm = LLM(roles, ":memory:", max_concurrency=2, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
-                  max_reasks=cfg.max_reasks, budget_usd=float("inf"))
+                  max_reasks=cfg.max_reasks, budget_usd=float("inf"),
+                  max_string_chars=max_string_chars if SUPPORTER in local else None)
         try:
             yield llm
         finally:

@@ -71,7 +71,8 @@ def chat(
         try:
             with console.status("starting the models...", spinner="dots"):
                 llm = stack.enter_context(core.open_models(
-                    supporter, cfg, tvd_uri, None if mode == "reference" else rg_uri, model, notes))
+                    supporter, cfg, tvd_uri, None if mode == "reference" else rg_uri, model, notes,
+                    params.llm.max_string_chars))
             conversation = core.Conversation(llm, guard, event_log(params.guard), mode, cfg.history_turns, locale)
         except core.ChatError as e:
             fail(str(e))
