@@ -178,12 +178,6 @@ def list_models(base_url: str, api_key: str, timeout_s: float) -> list[str]:
         raise ChatError(f"{base_url}: cannot list its models ({e}); name one with --model") from e
 
 
-def resolve_local(uri: str) -> Path:
-    from tasks.common import registry
-
-    return registry.resolve(uri, must_contain=("config.json", "adapter_config.json"))
-
-
 @contextlib.contextmanager
 def open_models(supporter: str, cfg: ChatParams, tvd: str | None, rg: str | None, model: str | None = None,
                 notes: list[str] | None = None, max_string_chars: int | None = None) -> Iterator[LLM]:
@@ -193,6 +187,7 @@ def open_models(supporter: str, cfg: ChatParams, tvd: str | None, rg: str | None
     the supporter is served here: a tiny model stops writing a JSON string only at a cap."""
     from tasks.common.registry import RegistryError
     from tasks.llm.client import local_server
+    from tasks.llm.serve import resolve_model_uri  # what `esvr serve` itself accepts: a folder or a registry URI
 
     notes = notes if notes is not None else []
     api_key = (os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else "") or "EMPTY"
@@ -205,7 +200,7 @@ def open_models(supporter: str, cfg: ChatParams, tvd: str | None, rg: str | None
             remote[role] = uri
             continue
         try:
-            local[role] = resolve_local(uri)
+            local[role] = Path(resolve_model_uri(uri))
         except RegistryError as e:
             if role == SUPPORTER or cfg.missing_helpers == "fail":
                 raise ChatError(f"{role} {uri}: {e}") from e
