@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 from tasks.common import paths
-from tasks.common.config import GroupView, load_params
+from tasks.common.config import GroupView, Params, load_params
 
 
 def result_storage() -> Path:
@@ -63,9 +63,10 @@ def declared_groups(stage: str, dvc_yaml: Path | None = None) -> list[str]:
     return sorted({k.split(".")[0] for k in declared_params(stage, dvc_yaml)})
 
 
-def stage_params(stage: str, params_file: str | Path | None = None) -> GroupView:
-    """Validated params, restricted to what the stage declared in dvc.yaml."""
-    return GroupView(load_params(params_file), declared_params(stage), stage)
+def stage_params(stage: str, params_file: str | Path | None = None) -> Params:
+    """Validated params, restricted to what the stage declared in dvc.yaml. Typed as `Params` so mypy checks every
+    access; at run time a GroupView refuses groups the stage did not declare."""
+    return cast(Params, GroupView(load_params(params_file), declared_params(stage), stage))
 
 
 def quiet_heartbeats() -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 
 from tasks.annotators.classifier import load_annotator
 from tasks.common import paths, registry
+from tasks.common.config import Params
 from tasks.domain import chat_template
 from tasks.train import evaluation as train_eval
 from tasks.train import trainers
@@ -20,7 +21,7 @@ from tasks.train.common import RG_MODEL, TrainStageError, finite, load_causal_lm
 log = logging.getLogger(__name__)
 
 
-def _detector(cfg: Any) -> tuple[Callable[[list[str]], list[list[str]]] | None, str]:
+def _detector(cfg: Params) -> tuple[Callable[[list[str]], list[list[str]]] | None, str]:
     """Values present in texts, by the annotate stage's value detector; None and the reason when it is absent (the
     value-hit rate is then skipped and the champion rule falls back to preference accuracy alone)."""
     path = paths.ROOT / cfg.train.rg_eval.value_detector
@@ -46,7 +47,7 @@ def _rg_eval(model: Any, tok: Any, sft_test: list[dict], pairs: list[dict], t: A
     return {"eval_loss": train_eval.nll_per_token(s, n)}, c, rj, gens
 
 
-def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
+def run_rg_dpo(cfg: Params, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
                register_model: bool = True) -> dict[str, Any]:
     """DPO from the SFT model on rg_pairs; SFT vs DPO side by side on held-out data; champion alias by the rule below."""
     ds_root = ds_dir or paths.DATASETS

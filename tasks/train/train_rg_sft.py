@@ -10,6 +10,7 @@ from typing import Any
 
 from tasks import base_model
 from tasks.common import paths, registry
+from tasks.common.config import Params
 from tasks.domain import chat_template
 from tasks.train import trainers
 from tasks.train.common import RG_MODEL, log_curves, read_split
@@ -17,7 +18,7 @@ from tasks.train.common import RG_MODEL, log_curves, read_split
 log = logging.getLogger(__name__)
 
 
-def run_rg_sft(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
+def run_rg_sft(cfg: Params, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
                register_model: bool = True) -> dict[str, Any]:
     """SFT the reference generator on rg_sft; eval loss on its test split."""
     ds_dir = ds_dir or paths.DATASETS / "rg_sft"

@@ -10,6 +10,7 @@ from typing import Any
 
 from tasks import base_model
 from tasks.common import paths, registry
+from tasks.common.config import Params
 from tasks.domain import chat_template
 from tasks.train import evaluation as train_eval
 from tasks.train import trainers
@@ -18,7 +19,7 @@ from tasks.train.common import TVD_MODEL, TrainStageError, finite, load_causal_l
 log = logging.getLogger(__name__)
 
 
-def run_tvd(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
+def run_tvd(cfg: Params, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
             register_model: bool = True) -> dict[str, Any]:
     """SFT the TVD, evaluate on test against the majority prior; returns the metrics."""
     ds_dir = ds_dir or paths.DATASETS / "tvd"
