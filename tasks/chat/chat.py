@@ -331,7 +331,13 @@ def run_terminal(conversation: Conversation, console: Any, show_reasoning: bool,
     except KeyboardInterrupt:
         pass  # Ctrl-C at the prompt or while the model writes: end the conversation, not with a traceback
     finally:
+        # Ctrl-C while the model writes leaves that turn's task pending: cancel it before closing the clients, or
+        # it would wake up on a closed client and print a traceback
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
         with contextlib.suppress(Exception):  # closing HTTP clients of an interrupted loop may itself raise
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(conversation.llm.aclose())
         loop.close()
         console.print()
