@@ -19,7 +19,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +76,22 @@ def dialogue_id(persona: dict[str, Any], sim: dict[str, Any]) -> str:
                        "persona": persona["id"], "min_turns": sim["min_turns"], "max_turns": sim["max_turns"]})
 
 
-async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, max_turns: int,
-                            did: str) -> dict[str, Any]:
-    """One dialogue: seeker opens; each supporter turn = TVD, RG, teacher; then the seeker answers."""
+#: One supporter turn: (history so far, turn number k >= 1, the seeker's last state) -> the turn's record, which
+#: holds at least the `response` the seeker sees. The teacher below is one; the evaluation's policies are others.
+SupporterStep = Callable[[list[tuple[str, str]], int, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def converse(llm: LLM, persona: dict[str, Any], supporter: SupporterStep, min_turns: int, max_turns: int,
+                   seed_key: str, tag: str) -> dict[str, Any]:
+    """One dialogue: the seeker opens; each supporter turn is `supporter(...)`; then the seeker answers. Seeker seeds
+    derive from `seed_key` and the turn number only, so dialogues that share a key share their seeker's dice."""
     history: list[tuple[str, str]] = []
     seeker_states: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
 
     async def seeker(k: int) -> dict[str, Any]:
         s = await llm.ask("seeker", seeker_messages(persona, history), schema=SEEKER_SCHEMA, schema_name="seeker_turn",
-                          check=check_nonempty(("utterance",)), seed=stable_seed(did, "seeker", k), tag=did)
+                          check=check_nonempty(("utterance",)), seed=stable_seed(seed_key, "seeker", k), tag=tag)
         seeker_states.append(s)
         history.append(("seeker", s["utterance"].strip()))
         return s
@@ -93,6 +99,21 @@ async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, m
     s = await seeker(0)
     ended_by = "max_turns"
     for k in range(1, max_turns + 1):
+        t = await supporter(list(history), k, s)
+        turns.append(t)
+        history.append(("supporter", t["response"].strip()))
+        s = await seeker(k)
+        if s["end_conversation"] and k >= min_turns:
+            ended_by = "seeker"
+            break
+    return {"history": history, "seeker_states": seeker_states, "turns": turns, "ended_by": ended_by}
+
+
+async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, max_turns: int,
+                            did: str) -> dict[str, Any]:
+    """One dialogue: seeker opens; each supporter turn = TVD, RG, teacher; then the seeker answers."""
+
+    async def teacher(history: list[tuple[str, str]], k: int, s: dict[str, Any]) -> dict[str, Any]:
         values = await llm.ask("tvd", prompts.tvd_messages(history), regex=tvd_regex(), check=check_tvd,
                                seed=stable_seed(did, "tvd", k), tag=did)
         reference = await llm.ask("rg", prompts.rg_prompt(history, values), check=check_reference,
@@ -101,14 +122,10 @@ async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, m
                           schema_name="supporter_turn", seed=stable_seed(did, "teacher", k), tag=did,
                           check=check_nonempty(("response", "alt_response_with_reference",
                                                 "alt_response_without_reference")))
-        turns.append({"turn": k, "target_values": values, "reference": reference,
-                      "seeker_intensity_before": s["emotion_intensity"], **t})
-        history.append(("supporter", t["response"].strip()))
-        s = await seeker(k)
-        if s["end_conversation"] and k >= min_turns:
-            ended_by = "seeker"
-            break
-    return {"history": history, "seeker_states": seeker_states, "turns": turns, "ended_by": ended_by}
+        return {"turn": k, "target_values": values, "reference": reference,
+                "seeker_intensity_before": s["emotion_intensity"], **t}
+
+    return await converse(llm, persona, teacher, min_turns, max_turns, did, did)
 
 
 def to_record(did: str, persona: dict[str, Any], sim: dict[str, Any]) -> dict[str, Any]:

@@ -31,17 +31,32 @@ def setup(experiment: str = "esvr", root: Path | None = None) -> str:
     """Point MLflow (and the HF Trainer callback, via env) at the project store; return the experiment id."""
     import mlflow
 
-    root = (root or Path(os.environ.get("ESVR_MLRUNS", paths.MLRUNS))).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root = store_root(root)
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment
-    exp = mlflow.get_experiment_by_name(experiment)
-    # sqlite's default artifact root is ./mlruns relative to the cwd: pin it to the project store instead.
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment, artifact_location=(root / "artifacts").as_uri())
+    exp_id = ensure_experiment(experiment, root)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def store_root(root: Path | None = None) -> Path:
+    """The project's MLflow store folder (`ESVR_MLRUNS` overrides, e.g. in tests), created if absent."""
+    root = (root or Path(os.environ.get("ESVR_MLRUNS", paths.MLRUNS))).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def ensure_experiment(experiment: str, root: Path | None = None) -> str:
+    """The id of `experiment` in the current tracking store, created on first use without making it active."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is not None:
+        return str(exp.experiment_id)
+    # sqlite's default artifact root is ./mlruns relative to the cwd: pin it to the project store instead.
+    return str(mlflow.create_experiment(experiment, artifact_location=(store_root(root) / "artifacts").as_uri()))
 
 
 def git_sha(root: Path | None = None) -> str:

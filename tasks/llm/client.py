@@ -431,13 +431,19 @@ def model_fingerprints(models: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def open_llm(llm_params: Any, roles: list[str], root: Path, log_dir: Path | None = None) -> Iterator[LLM]:
-    """An `LLM` for the named roles; starts the local server first when any of them says `base_url: local`."""
-    needed = {llm_params.roles[r].model for r in roles if llm_params.roles[r].base_url == LOCAL}
-    missing = sorted(needed - set(llm_params.local_models))
+def open_llm(llm_params: Any, roles: list[str], root: Path, log_dir: Path | None = None,
+             extra_roles: dict[str, Any] | None = None, extra_models: dict[str, str] | None = None) -> Iterator[LLM]:
+    """An `LLM` for the named roles; starts the local server first when any of them says `base_url: local`.
+
+    `extra_roles` (name -> role params) join the roles of `llm_params` (the evaluation's supporters, outside models
+    and second judge); `extra_models` (name -> model dir) join `llm.local_models` for the local server."""
+    params = {r: llm_params.roles[r] for r in roles} | dict(extra_roles or {})
+    local_models = dict(llm_params.local_models) | dict(extra_models or {})
+    needed = {p.model for p in params.values() if p.base_url == LOCAL}
+    missing = sorted(needed - set(local_models))
     if missing:
         raise ValueError(f"llm.local_models lacks {missing}, named by roles with base_url 'local'")
-    models = {n: str((root / llm_params.local_models[n]).resolve()) for n in sorted(needed)}
+    models = {n: str((root / local_models[n]).resolve()) for n in sorted(needed)}
     with contextlib.ExitStack() as stack:
         url = None
         fps: dict[str, str] = {}
@@ -445,7 +451,7 @@ def open_llm(llm_params: Any, roles: list[str], root: Path, log_dir: Path | None
             fps = model_fingerprints(models)
             url = stack.enter_context(local_server(models, llm_params.serve_startup_timeout_s,
                                                    (log_dir / "serve.log") if log_dir else None))
-        resolved = {r: role_from_params(r, llm_params.roles[r], url, fps) for r in roles}
+        resolved = {r: role_from_params(r, p, url, fps) for r, p in params.items()}
         llm = LLM(resolved, root / llm_params.cache_dir / "responses.sqlite",
                   max_concurrency=llm_params.max_concurrency, timeout_s=llm_params.timeout_s,
                   max_retries=llm_params.max_retries, max_reasks=llm_params.max_reasks,
