@@ -76,11 +76,7 @@ def run_stage(params_file: str | Path = "params.yaml", out_dir: Path | None = No
                                               "pairwise": {v: p["rates"] for v, p in report["pairwise"].items()}})
         write_json(metrics_file or paths.METRICS / "evaluate.json", summary)
         mlflow.log_metrics({k: float(v) for k, v in ledger.items()})
-        mlflow.log_metrics({f"planner.{k}": float(v) for k, v in planner_report.items()})
-        mlflow.log_metrics({f"kappa.{d}": kv["kappa"] for d, kv in report["kappa"].items() if kv["n"] >= 2})
-        mlflow.log_dict({"skipped": skipped, "run_ids": run_ids}, "variants.json")
-        for name, reason in skipped.items():
-            mlflow.set_tag(f"evaluate.skipped.{name}", reason[:250])
+        runs.log_stage_summary(report, planner_report, skipped, run_ids)
         if os.environ.get("DVC_STAGE"):  # the same hash stage_run puts on this run, on every variant run too
             entry = tracking.current_lock_entry("evaluate")
             runs.tag_runs(run_ids, runs.LOCK_TAG, tracking.lock_entry_hash(entry) if entry else "unavailable")

@@ -129,11 +129,11 @@ async def judge_everything(llm: LLM, by_variant: dict[str, list[dict[str, Any]]]
                            ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, list[dict[str, Any]]]]:
     """Judge every dialogue with every judge role ({role: {variant: [per-dialogue verdicts]}}); with `pairwise`
     = (baseline, rubric), compare each variant's dialogue with the baseline's on the same persona, both orders."""
-    verdicts: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for role in roles:
-        verdicts[role] = {}
-        for v, ds in by_variant.items():
-            verdicts[role][v] = await judging.judge_all(llm, role, ds, rubrics)
+    keys = [(role, v) for role in roles for v in by_variant]  # every judge call in flight at once (one semaphore)
+    done = await asyncio.gather(*(judging.judge_all(llm, role, by_variant[v], rubrics) for role, v in keys))
+    verdicts: dict[str, dict[str, list[dict[str, Any]]]] = {role: {} for role in roles}
+    for (role, v), res in zip(keys, done, strict=True):
+        verdicts[role][v] = res
     pairs: dict[str, list[dict[str, Any]]] = {}
     if pairwise is not None:
         base, rubric = pairwise

@@ -405,8 +405,12 @@ def context(batch: Batch, paper: dict[str, Any], root: Path, mining_scalars: dic
            "tie": fmt(_num(r.metrics.get("pairwise.tie")), ""), "loss": fmt(_num(r.metrics.get("pairwise.loss")), ""),
            "n": int(r.metrics.get("pairwise.n", 0))} for r in batch.runs if "pairwise.n" in r.metrics]
     extra.append(("Pairwise against the baseline (both orders; disagreement = tie)", pw))
-    kappa = [{"dimension": k.removeprefix("kappa."), "weighted kappa (all dialogues)": fmt(_num(v), "")}
-             for k, v in sorted(stage.get("metrics", {}).items()) if k.startswith("kappa.")]
+    dims = ("suggestion", "experience", "information", "overall")
+    sm = stage.get("metrics", {})
+    kappa = [{"dialogues": "all", **{d: f"{fmt(_num(sm.get(f'kappa.{d}')), '')} (n {int(sm.get(f'kappa.{d}.n', 0))})"
+                                     for d in dims}}] if any(f"kappa.{d}.n" in sm for d in dims) else []
+    kappa += [{"dialogues": r.name, **{d: fmt(_num(r.metrics.get(f"kappa.{d}")), "") for d in dims}}
+              for r in batch.runs if any(f"kappa.{d}" in r.metrics for d in dims)]
     extra.append(("Judge-judge agreement (quadratic-weighted κ, judge vs second judge)", kappa))
     adopt = [{"variant": r.name, "adoption rate": fmt(_num(r.metrics.get("adoption_rate")), ""),
               "malformed answers": fmt(_num(r.metrics.get("malformed_share")), ""),
@@ -414,8 +418,8 @@ def context(batch: Batch, paper: dict[str, Any], root: Path, mining_scalars: dic
     extra.append(("Adoption, format and intensity drop", adopt))
     planner = {k: v for k, v in (batch.runs[0].params if batch.runs else {}).items() if k.startswith("planner.")}
     if planner:
-        extra.append(("PPDPP-style strategy planner (ESConv valid)", [{k.removeprefix("planner."): v
-                                                                      for k, v in sorted(planner.items())}]))
+        extra.append(("PPDPP-style strategy planner (ESConv valid)", [
+            {k.removeprefix("planner."): f"{float(v):.3g}" for k, v in sorted(planner.items())}]))
     if mining_scalars:
         extra.append(("Value reward (supporter stages)", [{"metric": k, "value": f"{v:.4g}"}
                                                          for k, v in sorted(mining_scalars.items())]))

@@ -149,6 +149,20 @@ def log_variant_runs(report: dict[str, Any], variants: dict[str, dict[str, Any]]
     return ids
 
 
+def log_stage_summary(report: dict[str, Any], planner: dict[str, float], skipped: dict[str, str],
+                      run_ids: dict[str, str]) -> None:
+    """Onto the active (stage) run: the judges' agreement over all dialogues, the planner's scores, which variants
+    ran (run ids) and which were skipped, and why."""
+    import mlflow
+
+    mlflow.log_metrics({f"planner.{k}": float(v) for k, v in planner.items()})
+    mlflow.log_metrics({f"kappa.{d}": kv["kappa"] for d, kv in report["kappa"].items() if _finite(kv["kappa"])})
+    mlflow.log_metrics({f"kappa.{d}.n": float(kv["n"]) for d, kv in report["kappa"].items()})
+    mlflow.log_dict({"skipped": skipped, "run_ids": run_ids}, "variants.json")
+    for name, reason in skipped.items():
+        mlflow.set_tag(f"evaluate.skipped.{name}", reason[:250])
+
+
 def tag_runs(run_ids: dict[str, str], key: str, value: str) -> None:
     from mlflow import MlflowClient
 
