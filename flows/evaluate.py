@@ -35,7 +35,7 @@ def run_stage(params_file: str | Path = "params.yaml", out_dir: Path | None = No
         import mlflow
 
         active, skipped, local, fps = evaluate.plan_variants(ev)
-        strategy_planner, planner_report = None, {}
+        strategy_planner, planner_report = None, dict[str, float]()
         if any(v.kind == "planner" for v in active.values()):
             train = human.human_dialogues(esconv, "train", ev.planner.limit_train)
             valid = human.human_dialogues(esconv, "valid", 0)

@@ -189,8 +189,7 @@ def figures(batch: Batch, paper: dict[str, Any], mining: dict[str, list[float]])
     rng = np.random.default_rng(0)
     for ax, m in zip(axes, ("seeker_value", "supporter_value"), strict=True):
         for i, r in enumerate(batch.runs):
-            vals = [_num(d.get(m)) for d in r.summary.get("per_dialogue", [])]
-            vals = [v for v in vals if v is not None]
+            vals = [v for d in r.summary.get("per_dialogue", []) if (v := _num(d.get(m))) is not None]
             if vals:
                 ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=14, alpha=0.6, color="#4c78a8")
                 ax.scatter([i], [float(np.mean(vals))], marker="_", s=400, color="black")
@@ -215,9 +214,9 @@ def figures(batch: Batch, paper: dict[str, Any], mining: dict[str, list[float]])
     bottom = np.zeros(len(names))
     cmap = plt.get_cmap("tab10")
     for j, s in enumerate(strategies):
-        v = np.array([r.metrics.get(s, 0.0) for r in batch.runs])
-        ax.bar(x, v, bottom=bottom, label=s.removeprefix("strategy.").replace("_", " "), color=cmap(j % 10))
-        bottom += v
+        share = np.array([r.metrics.get(s, 0.0) for r in batch.runs])
+        ax.bar(x, share, bottom=bottom, label=s.removeprefix("strategy.").replace("_", " "), color=cmap(j % 10))
+        bottom += share
     ax.set_title("Strategy distribution")
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
     if strategies:

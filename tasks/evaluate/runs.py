@@ -210,7 +210,9 @@ def load_batch(experiment: str, batch: str | None = None, transcripts: int = 0) 
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise LookupError(f"MLflow experiment {experiment!r} not found at {client._tracking_client.tracking_uri}; "
+        import mlflow
+
+        raise LookupError(f"MLflow experiment {experiment!r} not found at {mlflow.get_tracking_uri()}; "
                           "run the evaluate stage first (`dvc repro evaluate`)")
     if batch is None:
         latest = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
@@ -218,9 +220,8 @@ def load_batch(experiment: str, batch: str | None = None, transcripts: int = 0) 
         if not latest or BATCH_TAG not in latest[0].data.tags:
             raise LookupError(f"experiment {experiment!r} has no finished evaluation runs")
         batch = latest[0].data.tags[BATCH_TAG]
-    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`{BATCH_TAG}` = '{batch}'",
-                               max_results=1000)
-    found = sorted(found, key=lambda r: int(r.data.tags.get(ORDER_TAG, "0")))
+    found = sorted(client.search_runs([exp.experiment_id], filter_string=f"tags.`{BATCH_TAG}` = '{batch}'",
+                                      max_results=1000), key=lambda r: int(r.data.tags.get(ORDER_TAG, "0")))
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in found:

@@ -5,18 +5,17 @@ Chromium: no console errors, every image loads, both tables present."""
 
 from __future__ import annotations
 
-import asyncio  # noqa: F401 - the LLM client's loop runs inside evaluate.run
 import json
 
 import pytest
-
-pytestmark = pytest.mark.slow  # one evaluation (~250 loopback calls), a fresh MLflow store (~12 s of migrations), the report
 
 from tasks.common import config, tracking
 from tasks.evaluate import evaluate, human, planner, report, runs
 from tasks.llm.client import LLM, Role
 from tests.fakes.mock_llm import MockServer
 from tests.unit.test_eval_metrics import present
+
+pytestmark = pytest.mark.slow  # ~250 loopback calls, a fresh MLflow store (~12 s of migrations), the report: ~40 s
 
 TEACHER_VARIANTS = ("teacher", "teacher-values", "teacher-reference", "teacher-both", "ppdpp")
 CONTRACT_METRICS = ("suggestion", "experience", "information", "overall", "intensity", "seeker_value",
