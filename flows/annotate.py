@@ -19,8 +19,6 @@ log = logging.getLogger(__name__)
 def annotate_flow(params_file: str = "params.yaml") -> dict:
     cfg_all = stage_params("annotate", paths.ROOT / params_file)
     cfg = cfg_all.annotate
-    if cfg is None:
-        raise ValueError(f"{params_file}: params group 'annotate' missing; copy it from profiles/tiny.yaml")
     log.info("annotate: %s", cfg.model_dump())
     with stage_run("annotate", cfg_all.profile, cfg_all.tracking.experiment, params={"annotate": cfg.model_dump()}):
         import mlflow

@@ -71,7 +71,7 @@ def crawl_flow(params_file: str = "params.yaml") -> dict:
             lv = g["live"]
             parts.append(live_task(lv["retries"], lv["retry_delay_s"])(lv, str(paths.ROOT / lv["state_dir"]), g, cfg.seed))
         threads, stats = crawl.finish(parts, crawl.rules_from(g), g["max_threads"])
-        final = crawl.write_store(threads, stats, paths.DATA / "threads", g["shards"])
+        final = crawl.write_store(threads, stats, paths.THREADS, g["shards"])
         mlflow.log_metrics({f"crawl.{k}": v for k, v in final.items()})
         write_json(paths.METRICS / "crawl.json", final)
     return {k: final[k] for k in crawl.STATS_KEYS}

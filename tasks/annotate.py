@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Bump when the output record or the inference logic changes in a way the task source hash would not show.
 CACHE_VERSION = f"annotate-v1/{annotators.FORMAT_VERSION}"
-THREADS_DIR = paths.DATA / "threads" / "shards"
-OUT_DIR = paths.DATA / "annotated" / "shards"
+THREADS_DIR = paths.THREADS / "shards"
+OUT_DIR = paths.ANNOTATED / "shards"
 
 
 class AnnotateError(RuntimeError):

@@ -16,20 +16,19 @@ log = logging.getLogger(__name__)
 
 
 def _settings(params: Path | None, **over: Any) -> tuple[dict[str, Any], int]:
-    """The crawl group of the params file (schema defaults when absent) with CLI overrides, and the seed."""
+    """The crawl group of the params file (the tiny profile's when there is none) with CLI overrides, and the seed."""
     from tasks.common import paths
-    from tasks.common.config import ConfigError, CrawlParams, load_params
+    from tasks.common.config import ConfigError, CrawlParams, load_params, load_profile
 
     p = params or paths.PARAMS_FILE
-    seed = 1234
     try:
         full = load_params(p)
-        g, seed = full.crawl.model_dump(), full.seed
     except ConfigError as e:
         if params is not None:
             raise typer.BadParameter(str(e)) from None
-        log.info("no usable params file (%s): crawl defaults from the schema", str(e).splitlines()[0])
-        g = CrawlParams().model_dump()
+        log.info("no usable params file (%s): crawl settings of the tiny profile", str(e).splitlines()[0])
+        full = load_profile("tiny")
+    g, seed = full.crawl.model_dump(), full.seed
     g.update({k: v for k, v in over.items() if v is not None})
     from pydantic import ValidationError
 

@@ -65,7 +65,7 @@ def declared_groups(stage: str, dvc_yaml: Path | None = None) -> list[str]:
 
 def stage_params(stage: str, params_file: str | Path | None = None) -> GroupView:
     """Validated params, restricted to what the stage declared in dvc.yaml."""
-    return GroupView(load_params(params_file), declared_groups(stage), stage)
+    return GroupView(load_params(params_file), declared_params(stage), stage)
 
 
 def quiet_heartbeats() -> Any:

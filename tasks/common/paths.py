@@ -20,6 +20,21 @@ MODELS = ROOT / "models"
 MLRUNS = ROOT / "mlruns"
 CHECKPOINTS = ROOT / "checkpoints"
 
+# Stage outputs: the folders dvc.yaml names under `outs:` (tests/unit/test_paths.py holds the two together, so a
+# renamed output fails there instead of in a stage that reads the old folder).
+THREADS = DATA / "threads"  # crawl
+ANNOTATED = DATA / "annotated"  # annotate
+DATASETS = DATA / "datasets"  # datasets
+PERSONAS = DATA / "personas"  # personas
+SIMULATED = DATA / "simulated"  # simulate
+VALUE_DETECTOR = MODELS / "value_detector"  # train_value_detector
+EMOTION = MODELS / "emotion"  # train_emotion
+TOKENIZER = MODELS / "tokenizer"  # base_model
+BASE = MODELS / "base"  # base_model
+TVD = MODELS / "tvd"  # train_tvd
+RG_SFT = MODELS / "rg_sft"  # train_rg_sft
+RG_DPO = MODELS / "rg_dpo"  # train_rg_dpo
+
 #: The one setting that names the public-data mirror. Unset, the sibling `../shared/data` is used
 #: (the layout of CI and of the project machines).
 MIRROR_ENV = "ESVR_MIRROR"

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,7 +120,7 @@ def stage_run(stage: str, profile: str, experiment: str = "esvr", params: dict[s
     status = "FAILED"
     try:
         if params:
-            mlflow.log_params(_flatten(params))
+            mlflow.log_params(flatten(params))
         yield run
         status = "FINISHED"
     finally:
@@ -131,14 +132,27 @@ def stage_run(stage: str, profile: str, experiment: str = "esvr", params: dict[s
             mlflow.end_run(status=status)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested params -> dotted keys; long lists are cut so a run keeps a bounded set of params."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            s = str(v)
-            out[key] = s if len(s) <= 500 else s[:497] + "..."
+def flatten(obj: Any, prefix: str = "", max_len: int = 500) -> dict[str, str]:
+    """Nested params (dicts, pydantic groups) -> dotted keys with string values, as MLflow params. Values are cut at
+    `max_len` characters so a run keeps a bounded set of short params."""
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump()
+    if not isinstance(obj, dict):
+        s = str(obj)
+        return {prefix: s if len(s) <= max_len else s[: max_len - 3] + "..."}
+    out: dict[str, str] = {}
+    for k, v in obj.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k), max_len))
+    return out
+
+
+def numeric_leaves(obj: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested report as dotted keys (MLflow metric names; other characters become `_`)."""
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            key = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(k))
+            out.update(numeric_leaves(v, f"{prefix}.{key}" if prefix else key))
+    elif isinstance(obj, int | float) and not isinstance(obj, bool):
+        out[prefix] = float(obj)
     return out

@@ -67,8 +67,8 @@ def run_stage(stage: str, params_file: str, run_fn: Callable[[Any], dict[str, An
     cfg = stage_params(stage, paths.ROOT / params_file)
     t = cfg.train
     # A bounded param set: the stage's own groups, not the ~170 TrainingArguments fields.
-    params = trainers.bounded_params("", seed=cfg.seed, dtype=cfg.base_model.dtype, trainer=t.trainer, lora=t.lora,
-                                     **{g: getattr(t, g) for g in groups})
+    params = {"seed": cfg.seed, "dtype": cfg.base_model.dtype, "trainer": t.trainer, "run": t.run, "lora": t.lora,
+              **{g: getattr(t, g) for g in groups}}
     log.info("%s: %s", stage, params)
     with stage_run(stage, cfg.profile, cfg.tracking.experiment, params=params):
         metrics = run_fn(cfg)

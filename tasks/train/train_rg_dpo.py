@@ -15,7 +15,7 @@ from tasks.common import paths, registry
 from tasks.domain import chat_template
 from tasks.train import evaluation as train_eval
 from tasks.train import trainers
-from tasks.train.common import RG_MODEL, finite, load_causal_lm, log_curves, read_split
+from tasks.train.common import RG_MODEL, TrainStageError, finite, load_causal_lm, log_curves, read_split
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _detector(cfg: Any) -> tuple[Callable[[list[str]], list[list[str]]] | None, 
 
 def _rg_eval(model: Any, tok: Any, sft_test: list[dict], pairs: list[dict], t: Any) -> tuple[dict[str, float], list, list, list[str]]:
     """Eval loss on rg_sft test, log-probs of held-out pairs, generated references for the value-hit rate."""
-    ml, bs = t.trainer.max_length, t.trainer.per_device_eval_batch_size
+    ml, bs = t.trainer["max_length"], t.trainer["per_device_eval_batch_size"]
     s, n = train_eval.completion_logps(model, tok, [r["messages"][:-1] for r in sft_test], [r["messages"][-1:] for r in sft_test], ml, bs)
     c, _ = train_eval.completion_logps(model, tok, [r["prompt"] for r in pairs], [r["chosen"] for r in pairs], ml, bs)
     rj, _ = train_eval.completion_logps(model, tok, [r["prompt"] for r in pairs], [r["rejected"] for r in pairs], ml, bs)
@@ -49,7 +49,7 @@ def _rg_eval(model: Any, tok: Any, sft_test: list[dict], pairs: list[dict], t: A
 def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
                register_model: bool = True) -> dict[str, Any]:
     """DPO from the SFT model on rg_pairs; SFT vs DPO side by side on held-out data; champion alias by the rule below."""
-    ds_root = ds_dir or paths.DATA / "datasets"
+    ds_root = ds_dir or paths.DATASETS
     models = models or paths.MODELS
     ckpt_root = ckpt_root or paths.CHECKPOINTS
     t = cfg.train
@@ -58,8 +58,10 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
     pairs_test = read_split(ds_root / "rg_pairs", "test")
     pairs_test = pairs_test[: t.rg_eval.pair_limit] if t.rg_eval.pair_limit else pairs_test
     sft_test = read_split(ds_root / "rg_sft", "test")
-    res = trainers.dpo(pairs_train, str(models / "rg_sft"), tok, t.rg_dpo, t.trainer, t.lora, cfg.seed, models / "rg_dpo",
+    res = trainers.dpo(pairs_train, str(models / "rg_sft"), tok, t.rg_dpo, t.trainer, t.run, t.lora, cfg.seed, models / "rg_dpo",
                        ckpt_root / "train_rg_dpo", eval_pairs=pairs_val, dtype=cfg.base_model.dtype)
+    if res.beta is None:
+        raise TrainStageError("DPO result without beta: trainers.dpo records the beta TRL used")
     detector, why = _detector(cfg)
     if detector is None:
         log.warning("value-hit rate skipped: %s", why)
@@ -85,7 +87,7 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
         side["reference"] = {"value_hit_rate": train_eval.value_hits(gold, [r.get("target_values", []) for r in ev])}
     for name in ("sft", "dpo"):
         (chosen, rejected), (ref_c, ref_r) = logps[name], (logps["sft"] if name == "dpo" else (None, None))
-        side[name].update(train_eval.preference_metrics(chosen, rejected, ref_c, ref_r, beta=t.rg_dpo.beta))
+        side[name].update(train_eval.preference_metrics(chosen, rejected, ref_c, ref_r, beta=res.beta))
     # Champion: DPO replaces SFT only if it prefers the held-out chosen replies at least as often (and, when the
     # detector is available, does not lower the value-hit rate).
     better = side["dpo"].get("pref_accuracy", 0) >= side["sft"].get("pref_accuracy", 0) and (
@@ -106,7 +108,7 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
         mlflow.log_metrics(finite(metrics))
         mlflow.set_tag("value_hit_rate", "skipped: " + why if detector is None else "computed")
         mlflow.log_dict(examples, "rg_examples.json")
-        metrics["model_version"] = registry.register(models / "rg_dpo", RG_MODEL, ["dpo"], files=t.trainer.mlflow_log)
+        metrics["model_version"] = registry.register(models / "rg_dpo", RG_MODEL, ["dpo"], files=t.run.mlflow_log)
         version = metrics["model_version"] if champion == "dpo" else registry.alias_version(RG_MODEL, "sft")
         registry.set_alias(RG_MODEL, "champion", version)
         mlflow.set_tag("champion", champion)

@@ -21,14 +21,14 @@ log = logging.getLogger(__name__)
 def run_tvd(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
             register_model: bool = True) -> dict[str, Any]:
     """SFT the TVD, evaluate on test against the majority prior; returns the metrics."""
-    ds_dir = ds_dir or paths.DATA / "datasets" / "tvd"
+    ds_dir = ds_dir or paths.DATASETS / "tvd"
     models = models or paths.MODELS
     ckpt_root = ckpt_root or paths.CHECKPOINTS
     t = cfg.train
     tok = chat_template.load_tokenizer(models / "tokenizer")
     base = base_model.resolve_base(models / "base")
     train, val, test = (read_split(ds_dir, s) for s in ("train", "validation", "test"))
-    res = trainers.sft(train, base, tok, t.tvd, t.trainer, t.lora, cfg.seed, models / "tvd", ckpt_root / "train_tvd",
+    res = trainers.sft(train, base, tok, t.tvd, t.trainer, t.run, t.lora, cfg.seed, models / "tvd", ckpt_root / "train_tvd",
                        eval_dataset=val, dtype=cfg.base_model.dtype)
     golds = [train_eval.parse_values(r["messages"][-1]["content"])[0] for r in test]
     prior = train_eval.majority_prior([train_eval.parse_values(r["messages"][-1]["content"])[0] for r in train])
@@ -36,7 +36,7 @@ def run_tvd(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ck
     model, tok = load_causal_lm(models / "tvd", cfg.base_model.dtype)
     t0 = time.time()
     gens = train_eval.generate(model, tok, [r["messages"][:-1] for r in ev], t.tvd_eval.max_new_tokens,
-                               t.tvd_eval.batch_size, t.trainer.max_length)
+                               t.tvd_eval.batch_size, t.trainer["max_length"])
     metrics: dict[str, Any] = dict(train_eval.tvd_metrics(gens, golds[: len(ev)], prior))
     metrics.update(train_loss=res.train_loss, global_step=res.global_step, train_seconds=res.seconds,
                    eval_seconds=round(time.time() - t0, 2), **{k: v for k, v in res.eval_metrics.items() if k == "eval_loss"})
@@ -52,7 +52,7 @@ def run_tvd(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ck
         mlflow.log_metrics(finite(metrics))
         mlflow.log_dict({"prior": prior, "examples": [{"id": r["id"], "gen": g} for r, g in zip(ev[:20], gens, strict=False)]},
                         "tvd_examples.json")
-        metrics["model_version"] = registry.register(models / "tvd", TVD_MODEL, ["sft", "champion"], files=t.trainer.mlflow_log)
+        metrics["model_version"] = registry.register(models / "tvd", TVD_MODEL, ["sft", "champion"], files=t.run.mlflow_log)
     return metrics
 
 

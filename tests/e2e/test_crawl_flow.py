@@ -19,6 +19,7 @@ def staged(tmp_path, mirror, monkeypatch):
     sources.run(["offmychest_threads", "pushshift_samples"], dest_root=ext, mirror=mirror)
     monkeypatch.setattr(paths, "EXTERNAL", ext)
     monkeypatch.setattr(paths, "DATA", tmp_path / "data")
+    monkeypatch.setattr(paths, "THREADS", tmp_path / "data" / "threads")
     monkeypatch.setattr(paths, "METRICS", tmp_path / "metrics")
     data, files = config.resolve_profile("tiny")
     params = tmp_path / "params.yaml"
