@@ -25,8 +25,8 @@ def run_stage(params_file: str | Path = "params.yaml", out_dir: Path | None = No
     """The stage without Prefect (the flow and `esvr evaluate run` call this)."""
     cfg = stage_params("evaluate", paths.ROOT / params_file)
     ev = cfg.evaluate
-    out_dir = out_dir or paths.DATA / "evaluation"
-    persona_file = persona_file or paths.DATA / "personas" / "eval.jsonl"
+    out_dir = out_dir or paths.EVALUATION
+    persona_file = persona_file or paths.PERSONAS / "eval.jsonl"
     personas = sorted(read_jsonl(persona_file), key=lambda p: p["id"])[: ev.personas or None]
     log.info("evaluate: %s (%d eval personas from %s)", ev.model_dump(), len(personas), persona_file)
     esconv = paths.EXTERNAL / "esconv"

@@ -1,4 +1,4 @@
-"""Flow of stage `report`: the evaluation report rebuilt from the MLflow store (reports/report.html, report.md)."""
+"""Flow of stage `report`: the evaluation report rebuilt from the MLflow store (data/report/report.html, report.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def run_stage(params_file: str | Path = "params.yaml", out_dir: Path | None = No
               metrics_file: Path | None = None) -> dict[str, Any]:
     """The stage without Prefect (the flow calls this; `esvr report` calls `report.build` directly)."""
     cfg = stage_params("report", paths.ROOT / params_file)
-    out_dir = out_dir or paths.ROOT / cfg.report.out_dir
+    out_dir = out_dir or paths.REPORT
     log.info("report: %s -> %s", cfg.report.model_dump(), out_dir)
     with stage_run("report", cfg.profile, cfg.tracking.experiment, params={"report": cfg.report.model_dump()}) as _:
         import mlflow

@@ -454,9 +454,8 @@ class EvaluateParams(StrictModel):
 
 
 class ReportParams(StrictModel):
-    """`report`: the HTML/Markdown report rebuilt from the MLflow store."""
+    """`report`: the HTML/Markdown report rebuilt from the MLflow store (written to data/report/)."""
 
-    out_dir: str  # relative to the project root
     transcripts: int = Field(ge=0)  # example transcripts per variant shown in the report
 
 

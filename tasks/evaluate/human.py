@@ -14,20 +14,15 @@ from typing import Any
 
 from tasks.common.hashing import content_id
 from tasks.common.io import read_jsonl
-from tasks.domain.sim_prompts import STRATEGIES
+from tasks.domain import strategies
 
 SPLIT_FILES = {"train": "train.json", "valid": "valid.json", "test": "test.json"}
 _SPEAKERS = {"usr": "seeker", "seeker": "seeker", "user": "seeker", "sys": "supporter", "supporter": "supporter"}
-_STRATEGY_ALIASES = {"questions": "Question", "other": "Others"}
-_STRATEGY_BY_KEY = {s.lower(): s for s in STRATEGIES}
 
 
 def normalise_strategy(label: Any) -> str | None:
-    """One of the 8 ESConv strategies from any of the files' spellings ('[Question]', 'Questions', 'Other'...)."""
-    if not isinstance(label, str) or not label.strip():
-        return None
-    key = label.strip().strip("[]").strip().lower()
-    return _STRATEGY_BY_KEY.get(key) or _STRATEGY_ALIASES.get(key)
+    """One of the 8 ESConv strategies from any of the files' spellings; None for a missing or unknown label."""
+    return strategies.normalise(label) if isinstance(label, str) and label.strip() else None
 
 
 def _intensity(v: Any) -> int | None:

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tasks.domain.sim_prompts import STRATEGIES
+from tasks.domain.strategies import STRATEGIES
 from tasks.domain.taxonomy import POSITIVE_VALUES
 
 ROLES = ("seeker", "supporter")

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.domain.sim_prompts import STRATEGIES
+from tasks.domain.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
 

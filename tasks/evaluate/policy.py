@@ -26,13 +26,13 @@ from typing import Any
 
 from tasks.domain import prompts, supporter_format
 from tasks.domain.sim_prompts import (
-    STRATEGIES,
     SUPPORTER_SYSTEM,
     teacher_messages,
     teacher_schema,
     teacher_system,
     tvd_regex,
 )
+from tasks.domain.strategies import STRATEGIES
 from tasks.evaluate.planner import StrategyPlanner
 from tasks.llm.client import LLM, stable_seed
 from tasks.simulate import SupporterStep, check_nonempty, check_reference, check_tvd
