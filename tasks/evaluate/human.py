@@ -15,6 +15,7 @@ from typing import Any
 from tasks.common.hashing import content_id
 from tasks.common.io import read_jsonl
 from tasks.domain import strategies
+from tasks.esconv_analysis import intensities  # the survey's scores, read one way
 
 SPLIT_FILES = {"train": "train.json", "valid": "valid.json", "test": "test.json"}
 _SPEAKERS = {"usr": "seeker", "seeker": "seeker", "user": "seeker", "sys": "supporter", "supporter": "supporter"}
@@ -23,14 +24,6 @@ _SPEAKERS = {"usr": "seeker", "seeker": "seeker", "user": "seeker", "sys": "supp
 def normalise_strategy(label: Any) -> str | None:
     """One of the 8 ESConv strategies from any of the files' spellings; None for a missing or unknown label."""
     return strategies.normalise(label) if isinstance(label, str) and label.strip() else None
-
-
-def _intensity(v: Any) -> int | None:
-    try:
-        x = int(str(v).strip())
-    except (TypeError, ValueError):
-        return None
-    return x if 1 <= x <= 5 else None
 
 
 def read_split(folder: str | Path, split: str) -> list[dict[str, Any]]:
@@ -62,11 +55,11 @@ def to_dialogue(conv: dict[str, Any], source: str) -> dict[str, Any]:
         else:
             del t["strategies"]
     seekers = [t for t in turns if t["role"] == "seeker"]
-    survey = (conv.get("survey_score") or {}).get("seeker") or {}
+    initial, final = intensities(conv)
     if seekers:
-        seekers[0]["intensity"] = _intensity(survey.get("initial_emotion_intensity"))
+        seekers[0]["intensity"] = initial
         if len(seekers) > 1:
-            seekers[-1]["intensity"] = _intensity(survey.get("final_emotion_intensity"))
+            seekers[-1]["intensity"] = final
     return {"id": "esconv-" + content_id([source, conv.get("situation"), turns[:2]], 12), "source": source,
             "problem_type": conv.get("problem_type"), "emotion_type": conv.get("emotion_type"), "turns": turns}
 
