@@ -155,7 +155,8 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def figures(batch: Batch, paper: dict[str, Any], mining: dict[str, list[float]]) -> dict[str, tuple[str, bytes]]:
+def figures(batch: Batch, paper: dict[str, Any], mining: dict[str, dict[str, list[float]]],
+            ) -> dict[str, tuple[str, bytes]]:
     """{file name: (caption, PNG bytes)}."""
     import matplotlib
 
@@ -226,23 +227,25 @@ def figures(batch: Batch, paper: dict[str, Any], mining: dict[str, list[float]])
 
     if mining:
         fig, axes = plt.subplots(1, len(mining), figsize=(5 * len(mining), 3.5), squeeze=False)
-        for ax, (k, vals) in zip(axes[0], sorted(mining.items()), strict=True):
-            ax.hist(vals, bins=30, color="#54a24b")
-            ax.set_title(k)
+        for ax, (k, h) in zip(axes[0], sorted(mining.items()), strict=True):
+            edges = np.asarray(h["edges"])
+            ax.bar(edges[:-1], h["counts"], width=np.diff(edges), align="edge", color="#54a24b")
+            ax.set_title(k, fontsize=9)
         fig.tight_layout()
         out["mining.png"] = ("Value reward and ΔR distributions of the supporter's DPO pair mining", _png(fig))
     return out
 
 
 # ------------------------------------------------------------------------------------------ mining (issue Supporter)
-def mining_data(experiment: str, metrics_dir: Path) -> tuple[dict[str, list[float]], dict[str, float], str]:
-    """Reward and ΔR samples (and scalar reward metrics) of the latest rollouts / mine_pairs stage runs, from their
-    JSON artifacts or metrics files; empty with the reason when those stages have not run."""
+def mining_data(experiment: str, metrics_dir: Path,
+                ) -> tuple[dict[str, dict[str, list[float]]], dict[str, float], str]:
+    """Reward and ΔR distributions (and scalar reward metrics) of the latest rollouts / mine_pairs stage runs, from
+    their JSON artifacts or metrics files; empty with the reason when those stages have not run."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
-    samples: dict[str, list[float]] = {}
+    samples: dict[str, dict[str, list[float]]] = {}
     scalars: dict[str, float] = {}
     found = []
     for stage in MINING_STAGES:
@@ -255,7 +258,8 @@ def mining_data(experiment: str, metrics_dir: Path) -> tuple[dict[str, list[floa
         found.append(stage)
         if runs:
             r = runs[0]
-            scalars.update({f"{stage}: {k}": v for k, v in r.data.metrics.items() if re.search(r"reward|delta", k)})
+            scalars.update({f"{stage}: {k}": v for k, v in r.data.metrics.items()
+                            if re.search(r"reward|delta", k) and not re.search(r"hist", k)})
             for a in client.list_artifacts(r.info.run_id):
                 if a.path.endswith(".json") and not a.is_dir:
                     try:
@@ -269,16 +273,28 @@ def mining_data(experiment: str, metrics_dir: Path) -> tuple[dict[str, list[floa
     return samples, scalars, why
 
 
-def _collect(obj: Any, prefix: str, out: dict[str, list[float]]) -> None:
-    """Numeric lists under keys that name a reward or a ΔR, anywhere in a JSON document."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            key = f"{prefix}.{k}"
-            if (isinstance(v, list) and len(v) >= 2 and re.search(r"reward|delta", k, re.I)
-                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
-                out[key] = [float(x) for x in v]
-            else:
-                _collect(v, key, out)
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+
+
+def _collect(obj: Any, prefix: str, out: dict[str, dict[str, list[float]]]) -> None:
+    """Distributions under keys that name a reward or a ΔR, anywhere in a JSON document: histograms
+    (`{"counts": [...], "edges": [...]}`, as mine_pairs writes them) or raw numeric samples (binned here)."""
+    import numpy as np
+
+    if not isinstance(obj, dict):
+        return
+    for k, v in obj.items():
+        key = f"{prefix}.{k}"
+        named = re.search(r"reward|delta", k, re.I)
+        if named and isinstance(v, dict) and _numbers(v.get("counts")) and _numbers(v.get("edges")) \
+                and len(v["edges"]) == len(v["counts"]) + 1 and v["counts"]:
+            out[key] = {"counts": [float(c) for c in v["counts"]], "edges": [float(e) for e in v["edges"]]}
+        elif named and _numbers(v) and len(v) >= 2:
+            counts, edges = np.histogram(np.asarray(v, dtype=float), bins=30)
+            out[key] = {"counts": counts.astype(float).tolist(), "edges": edges.tolist()}
+        else:
+            _collect(v, key, out)
 
 
 # ------------------------------------------------------------------------------------------ rendering

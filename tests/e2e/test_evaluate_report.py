@@ -67,6 +67,13 @@ def evaluated(tmp_path_factory, mirror):
             again = evaluate.run(_llm(m.url, tmp / "cache.sqlite"), evaluate.policies_for(active, plan), personas,
                                  humans, present, cfg, 1234, tmp / "progress")
             hits_again = m.state.hits - hits
+        import mlflow
+
+        # what the supporter's mine_pairs stage logs (its ΔR histograms and reward summaries), for the mining plot
+        with tracking.stage_run("mine_pairs", "tiny", "esvr"):
+            mlflow.log_dict({"value.delta_hist": {"counts": [3, 1, 0, 2], "edges": [0.0, 0.5, 1.0, 1.5, 2.0]}},
+                            "mine_pairs.json")
+            mlflow.log_metrics({"value.reward.mean": 0.7, "value.delta.p50": 0.5})
         summary = report.build(tmp / "report", cfg.experiment, "esvr", 1, root=tmp)
         yield {"report": rep, "again": again, "ids": ids, "hits_again": hits_again, "summary": summary,
                "dir": tmp / "report", "plan": plan_report, "personas": personas}
@@ -150,13 +157,14 @@ def test_report_files_and_tables(evaluated):
     assert s["ablation_rows"] == 4 and s["main_rows"] == 3  # teacher-both, ppdpp, human
     assert 'id="ablation-table"' in html and 'id="main-table"' in html
     assert "src=\"http" not in html and "<script" not in html  # self-contained, nothing to fetch
-    assert html.count("data:image/png;base64,") == s["figures"] >= 3
+    assert html.count("data:image/png;base64,") == s["figures"] == 4
     for text in (html, md):
         assert "4.03" in text and "0.36" in text  # the paper's GPT baseline: Sugg. and Supporter-Value
         assert "What this run can and cannot show" in text and evaluated["ids"]["teacher"] in text
         assert "adopt reference: " in text and "Judge-judge agreement" in text
         assert "supporter-dpo" in text and "not registered (test)" in text  # skipped variants and why
     assert (out / "figures" / "metrics.png").is_file() and "](figures/metrics.png)" in md
+    assert (out / "figures" / "mining.png").is_file() and "mine_pairs: value.reward.mean" in html
     data = json.loads(json.dumps(s))
     assert data["variants"] == 6
 

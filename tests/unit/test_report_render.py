@@ -64,3 +64,13 @@ def test_renderings_and_lock_status(tmp_path):
     assert "Cannot show" in html and "tiny" in md
     other = report.context(_batch("stale"), report.load_paper(), tmp_path, {}, "")
     assert other["lock"]["matches"].startswith("no")
+
+
+def test_mining_distributions_are_found_in_histograms_and_samples():
+    out: dict = {}
+    report._collect({"value.delta_hist": {"counts": [1, 2], "edges": [0.0, 0.5, 1.0]},
+                     "nested": {"emotion_reward": [0.1, 0.2, 0.9]}, "other": [1, 2, 3],
+                     "value.delta.mean": 0.4}, "mine_pairs", out)
+    assert set(out) == {"mine_pairs.value.delta_hist", "mine_pairs.nested.emotion_reward"}
+    assert out["mine_pairs.value.delta_hist"]["counts"] == [1.0, 2.0]
+    assert sum(out["mine_pairs.nested.emotion_reward"]["counts"]) == 3
