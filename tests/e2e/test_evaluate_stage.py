@@ -48,7 +48,11 @@ def test_evaluate_and_report_stages(project_copy, mirror):
         ev["variants"]["supporter-sft"]["model"] = "models/fake_supporter"  # a folder: available
         (project_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         # the report stage's flow runs in the DAG test (tests/e2e/test_pipeline.py); here its contract command
-        for cmd in (["esvr", "stage", "evaluate"], ["esvr", "report", "--out", str(project_copy / "report")]):
+        # and the stage's own dialogue files are valid input of the contract command, judged this time
+        scored = project_copy / "scored.json"
+        for cmd in (["esvr", "stage", "evaluate"], ["esvr", "report", "--out", str(project_copy / "report")],
+                    ["esvr", "evaluate", "dialogues", "--input", "data/evaluation/teacher-both.jsonl", "--out",
+                     str(scored), "--judge"]):
             r = run_cli(cmd, project_copy)
             assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     summary = json.loads((project_copy / "metrics" / "evaluate.json").read_text())
@@ -66,6 +70,9 @@ def test_evaluate_and_report_stages(project_copy, mirror):
     html = (project_copy / "report" / "report.html").read_text()
     assert 'id="ablation-table"' in html and 'id="main-table"' in html and "supporter-dpo" in html
     assert (project_copy / "report" / "report.md").is_file()
+    judged = json.loads(scored.read_text())
+    assert len(judged["dialogues"]) == 2 and 1 <= judged["means"]["overall"] <= 5
+    assert all(1 <= d["suggestion"] <= 5 and d["judge"]["overall"]["rationale"] for d in judged["dialogues"])
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{project_copy}/mlruns/mlflow.db")
