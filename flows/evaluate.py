@@ -1,5 +1,6 @@
 """Flow of stage `evaluate`: supporter variants on the eval personas, the human ESConv row, judge, metrics,
-statistics; one MLflow run per variant in experiment `evaluate.experiment` (data/evaluation/, metrics/evaluate.json)."""
+statistics; one MLflow run per variant in experiment `evaluate.experiment` (data/evaluation/,
+metrics/evaluate.json)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def run_stage(params_file: str | Path = "params.yaml", out_dir: Path | None = No
                                     "model": f"ESConv {ev.human.split}", "endpoint": None, "paper_row": None,
                                     "tables": ["main"], "fingerprint": ""}
         common = {"turns": ev.turns, "personas": len(personas), "seed": cfg.seed, "baseline": ev.baseline,
-                  "judge.model": judge_model.get(ev.judge.role), "judge.second": judge_model.get(ev.judge.second or ""),
+                  "judge.model": judge_model.get(ev.judge.role),
+                  "judge.second": judge_model.get(ev.judge.second or ""),
                   **{f"planner.{k}": v for k, v in planner_report.items()}}
         tags = {"esvr.profile": cfg.profile, "git.sha": tracking.git_sha(), "esvr.stage_run": stage.info.run_id}
         run_ids = runs.log_variant_runs(report, variants, ev.experiment, stage.info.run_id, common, tags)

@@ -16,13 +16,14 @@ log = logging.getLogger(__name__)
 
 @app.command("dialogues")
 def dialogues(
-    input: Path = typer.Option(..., "--input", "-i", help="JSONL, one dialogue per row: {id, turns: [{role, text, "
-                               "intensity}]} (docs/CONTRACTS.md)."),
+    input: Path = typer.Option(..., "--input", "-i",
+                               help="JSONL, one dialogue per row: {id, turns: [{role, text, intensity}]} "
+                               "(docs/CONTRACTS.md)."),
     out: Path = typer.Option(..., "--out", "-o", help="JSON file: {dialogues: [...], means: {...}}."),
     judge: bool = typer.Option(False, "--judge", help="Also score with the LLM judge of params (evaluate.judge)."),
     value_detector: str = typer.Option(None, "--value-detector", help="Folder or models:/NAME@ALIAS "
                                        "(default: evaluate.value_detector of params)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file (relative to the project root)."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file, relative to the project root."),
 ) -> None:
     """Score real or simulated dialogues with the evaluation's metrics (this is how ESConv is scored too)."""
     from tasks.common import paths

@@ -361,7 +361,7 @@ EVAL_DIMENSIONS = ("suggestion", "experience", "information", "overall")
 
 
 class VariantParams(StrictModel):
-    """`evaluate.variants.NAME`: one evaluated supporter, a set of flags of the one policy (tasks/evaluate/policy.py)."""
+    """`evaluate.variants.NAME`: one evaluated supporter, flags of the one policy (tasks/evaluate/policy.py)."""
 
     kind: Literal["teacher", "planner", "model", "endpoint"]
     target_values: bool  # the policy is shown the TVD's target values
@@ -445,7 +445,8 @@ class EvaluateParams(StrictModel):
             if v.kind == "model" and not v.model:
                 problems.append(f"variants.{name}: kind model needs `model` (a registry URI or folder)")
             if v.kind in ("teacher", "planner") and (v.model or v.endpoint):
-                problems.append(f"variants.{name}: kind {v.kind} is written by the teacher; model/endpoint must be null")
+                problems.append(f"variants.{name}: kind {v.kind} is written by the teacher; model/endpoint must be "
+                                "null")
             if v.kind == "endpoint" and (v.target_values or v.reference):
                 problems.append(f"variants.{name}: an endpoint answers a plain chat; target_values/reference false")
         if problems:

@@ -68,7 +68,8 @@ def to_contract(did: str, variant: str, persona: dict[str, Any], sim: dict[str, 
     si = ti = 0
     for role, text in sim["history"]:
         if role == "seeker":
-            turns.append({"role": "seeker", "text": text, "intensity": int(sim["seeker_states"][si]["emotion_intensity"])})
+            inten = int(sim["seeker_states"][si]["emotion_intensity"])
+            turns.append({"role": "seeker", "text": text, "intensity": inten})
             si += 1
         else:
             t = sim["turns"][ti]
@@ -219,7 +220,8 @@ def run(llm: LLM, policies: Sequence[Policy], personas: list[dict[str, Any]], hu
             if human and cfg.human.judge:
                 to_judge[HUMAN] = human
             verdicts, pairs = await judge_everything(
-                llm, to_judge, rubrics, judges, (cfg.baseline, cfg.judge.pairwise_rubric) if cfg.judge.pairwise else None)
+                llm, to_judge, rubrics, judges,
+                (cfg.baseline, cfg.judge.pairwise_rubric) if cfg.judge.pairwise else None)
             return counters, by_variant, verdicts, pairs
         finally:
             await llm.aclose()

@@ -107,7 +107,8 @@ def score_dialogue(d: dict[str, Any], present: list[list[str]]) -> dict[str, Any
         "supporter_value": _share(sup_reinforcing, sup_turns),
         "final_intensity": final,
         "initial_intensity": initial,
-        "intensity_drop": (initial - final) if initial is not None and final is not None and len(seekers) > 1 else None,
+        "intensity_drop": (initial - final) if initial is not None and final is not None and len(seekers) > 1
+        else None,
         "n_turns": len(turns), "n_seeker_turns": len(seekers), "n_seeker_turns_scored": seeker_scored,
         "n_supporter_turns": sup_turns, "seeker_positive_turns": seeker_pos,
         "supporter_reinforcing_turns": sup_reinforcing,

@@ -87,7 +87,9 @@ def test_pairwise_asks_both_orders(tmp_path):
                                               {"role": "supporter", "text": "Whatever.", "intensity": None}]}
 
     def script(body):  # a position-biased judge: always prefers A
-        return json.dumps({"rationale": "A first", "winner": "A"}) if "Conversation A" in body["messages"][1]["content"] else None
+        if "Conversation A" in body["messages"][1]["content"]:
+            return json.dumps({"rationale": "A first", "winner": "A"})
+        return None
 
     with MockServer(script=script) as m:
         out, led = _run(m, lambda llm: judge.compare(llm, "judge", DIALOGUE, other, "better?"), tmp_path)
