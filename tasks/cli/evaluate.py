@@ -23,7 +23,7 @@ def dialogues(
     judge: bool = typer.Option(False, "--judge", help="Also score with the LLM judge of params (evaluate.judge)."),
     value_detector: str = typer.Option(None, "--value-detector", help="Folder or models:/NAME@ALIAS "
                                        "(default: evaluate.value_detector of params)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file, relative to the project root."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file (project-relative)."),
 ) -> None:
     """Score real or simulated dialogues with the evaluation's metrics (this is how ESConv is scored too)."""
     from tasks.common import paths
