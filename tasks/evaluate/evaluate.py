@@ -274,7 +274,8 @@ def plan_variants(cfg: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, s
                 folder = registry.resolve(v.model, must_contain=("config.json", "adapter_config.json"))
                 fps[name] = registry.fingerprint(v.model)
             except (registry.RegistryError, OSError) as e:
-                skipped[name] = f"supporter model {v.model} not available ({str(e).splitlines()[0][:200]})"
+                skipped[name] = (f"supporter model {v.model} not available (not trained or not registered yet: "
+                                 f"{str(e).splitlines()[0][:300]})")
                 log.warning("evaluate: skipping variant %s: %s", name, skipped[name])
                 continue
             ep = cfg.endpoints[v.endpoint]

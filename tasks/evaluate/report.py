@@ -119,6 +119,7 @@ def note(batch: Batch) -> list[str]:
     ns = [int(r.metrics.get("dialogues", 0)) for r in batch.runs if r.tags.get("esvr.kind") != "human"]
     n = min(ns) if ns else 0
     params = batch.runs[0].params if batch.runs else {}
+    second = params.get("judge.second") not in (None, "", "None")
     lines = [f"Profile `{profile}`; {n} dialogue(s) per variant of {params.get('turns', '?')} supporter turns, "
              f"the same personas and seeker seeds for every variant; intervals are 95 % bootstrap intervals over "
              "dialogues and paired differences resample personas together."]
@@ -131,9 +132,10 @@ def note(batch: Batch) -> list[str]:
             "are ~1.5M-parameter models trained for minutes on a CPU and write near-random text inside a JSON "
             f"grammar; with {n} dialogue(s) per variant every difference is noise, and the intervals say so. The "
             "paper's columns are GPT-4o-mini on ~2k personas: compare the shape of the tables, not their levels.",
-            "Judge circularity: the paper's judge is GPT-4o-mini, the family of its teacher. Here the second judge "
-            "is the same tiny base sampled hot, so its agreement (κ) measures judge noise, not family bias; the "
-            "paper profile names a judge of another family.",
+            "Judge circularity: the paper's judge is GPT-4o-mini, the family of its teacher. "
+            + ("Here the second judge is the same tiny base sampled hot, so its agreement (κ) measures judge noise, "
+               "not family bias; the paper profile names a judge of another family." if second else
+               "This run had no second judge, so judge agreement is not measured."),
         ]
     else:
         lines += [
@@ -305,6 +307,14 @@ img{max-width:100%;border:1px solid #eee}pre,blockquote{background:#fafafa}code{
 .note{background:#fff8e1;padding:.5em 1em;border-left:4px solid #f0b400}"""
 
 
+def _short(v: Any) -> str:
+    """A logged number as people read it: counts without decimals, shares with three."""
+    x = _num(v)
+    if x is None:
+        return str(v)
+    return str(int(x)) if x.is_integer() and abs(x) >= 1 else f"{x:.3f}"
+
+
 def _e(s: Any) -> str:
     return html.escape(str(s))
 
@@ -434,7 +444,7 @@ def context(batch: Batch, paper: dict[str, Any], root: Path, mining_scalars: dic
     planner = {k: v for k, v in (batch.runs[0].params if batch.runs else {}).items() if k.startswith("planner.")}
     if planner:
         extra.append(("PPDPP-style strategy planner (ESConv valid)", [
-            {k.removeprefix("planner."): f"{float(v):.3g}" for k, v in sorted(planner.items())}]))
+            {k.removeprefix("planner."): _short(v) for k, v in sorted(planner.items())}]))
     if mining_scalars:
         extra.append(("Value reward (supporter stages)", [{"metric": k, "value": f"{v:.4g}"}
                                                          for k, v in sorted(mining_scalars.items())]))

@@ -160,7 +160,7 @@ def log_stage_summary(report: dict[str, Any], planner: dict[str, float], skipped
     mlflow.log_metrics({f"kappa.{d}.n": float(kv["n"]) for d, kv in report["kappa"].items()})
     mlflow.log_dict({"skipped": skipped, "run_ids": run_ids}, "variants.json")
     for name, reason in skipped.items():
-        mlflow.set_tag(f"evaluate.skipped.{name}", reason[:250])
+        mlflow.set_tag(f"evaluate.skipped.{name}", reason[:500])
 
 
 def tag_runs(run_ids: dict[str, str], key: str, value: str) -> None:
