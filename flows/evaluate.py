@@ -48,7 +48,7 @@ def run_stage(params_file: str | Path = "params.yaml", out_dir: Path | None = No
         from tasks.annotators.presence import load_detector
 
         detector = load_detector(ev.value_detector)
-        with open_llm(cfg.llm, evaluate.ROLES, paths.ROOT, log_dir=cache,
+        with open_llm(cfg.llm, evaluate.ROLES, paths.ROOT, log_dir=cache, served=cfg.serving.adapters,
                       extra_roles={e: ev.endpoints[e] for e in sorted(used)}, extra_models=local) as llm:
             report = evaluate.run(llm, evaluate.policies_for(active, strategy_planner), personas, humans,
                                   detector.present, ev, cfg.seed, cache / "progress")

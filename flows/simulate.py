@@ -33,7 +33,7 @@ def run_stage(params_file: str | Path = "params.yaml", personas: int | None = No
         import mlflow
 
         cache = paths.ROOT / cfg.llm.cache_dir
-        with open_llm(cfg.llm, simulate.ROLES, paths.ROOT, log_dir=cache) as llm:
+        with open_llm(cfg.llm, simulate.ROLES, paths.ROOT, log_dir=cache, served=cfg.serving.adapters) as llm:
             report = simulate.run(llm, persona_file, out_dir, sim_cfg, cfg.seed, cache / "progress",
                                   cfg.llm.max_concurrency)
             report.update(llm.ledger.metrics())

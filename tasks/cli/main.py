@@ -28,6 +28,8 @@ app.add_typer(emotions_app, name="emotions")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(importlib.import_module("tasks.cli.llm").app)  # serve, simulate, personas (LLM layer)
 app.add_typer(train_app, name="train")
+app.add_typer(importlib.import_module("tasks.cli.ops").gpu_app, name="gpu")
+app.add_typer(importlib.import_module("tasks.cli.ops").mlflow_app, name="mlflow")
 app.add_typer(importlib.import_module("tasks.cli.evaluate").app, name="evaluate")
 app.add_typer(importlib.import_module("tasks.cli.evaluate").report_app)  # `esvr report`
 

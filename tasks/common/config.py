@@ -356,6 +356,38 @@ class SimulateParams(StrictModel):
     max_failed_fraction: float = Field(ge=0.0, le=1.0)  # dialogues lost to LLM errors, before the stage fails
 
 
+# --------------------------------------------------------------------------------------------------- operations
+class OrchestrationParams(StrictModel):
+    """`orchestration`: where shard-parallel Prefect tasks run (tasks/common/orchestration.py). Not a stage param:
+    the runner never changes an output (tests/e2e/test_task_runners.py), so no stage declares it in dvc.yaml."""
+
+    task_runner: Literal["thread", "dask", "ray"]  # thread: the stage process; dask/ray: a cluster
+    address: str | None  # dask tcp://host:8786 / ray ray://host:10001; null = a local cluster of `workers`
+    workers: int = Field(ge=1)  # threads (thread) or worker processes of the local cluster (dask, ray)
+
+
+class ServingParams(StrictModel):
+    """`serving`: the models `esvr serve` puts behind the OpenAI API, and vLLM's LoRA settings (docs/serving.md)."""
+
+    engine: Literal["esvr", "vllm"]  # esvr: tasks/llm/serve.py (CPU, tiny models); vllm: `vllm serve` on a GPU
+    base: str  # the base every adapter was trained on: a hub id, a folder or models:/NAME@ALIAS
+    adapters: dict[str, str]  # served name (= llm.roles.*.model) -> registry URI of a LoRA adapter
+    host: str
+    port: int = Field(ge=1, le=65535)
+    max_loras: int = Field(ge=1)  # adapters resident on the GPU at once
+    max_lora_rank: int = Field(ge=1)  # >= the largest adapter's rank (a composed DPO adapter has 2 x train.lora.r)
+    max_model_len: int = Field(ge=64)
+    gpu_memory_utilization: float = Field(gt=0.0, le=1.0)
+    startup_timeout_s: float = Field(gt=0)
+
+
+class GpuPlanParams(StrictModel):
+    """`gpu`: what `esvr gpu plan` assumes (measured figures live in benchmarks/results/, never here)."""
+
+    hourly_usd: float = Field(ge=0.0)  # price of one GPU hour, for the cost column
+    expected_examples: dict[str, int]  # stage -> training rows (or pairs / utterances / dialogues) at this profile
+
+
 # --------------------------------------------------------------------------------------------------- evaluation
 EVAL_DIMENSIONS = ("suggestion", "experience", "information", "overall")
 
@@ -483,6 +515,10 @@ class Params(StrictModel):
     simulate: SimulateParams
     evaluate: EvaluateParams
     report: ReportParams
+    # operations (issue 16): not read by any stage core, so no stage declares them
+    orchestration: OrchestrationParams
+    serving: ServingParams
+    gpu: GpuPlanParams
 
 
 # --------------------------------------------------------------------------------------------------- loading

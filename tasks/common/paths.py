@@ -22,6 +22,7 @@ CHECKPOINTS = ROOT / "checkpoints"
 
 # Stage outputs: the folders dvc.yaml names under `outs:` (tests/unit/test_paths.py holds the two together, so a
 # renamed output fails there instead of in a stage that reads the old folder).
+LIVE = DATA / "live"  # crawl_live (persisted between runs: the watermark of the live crawl)
 THREADS = DATA / "threads"  # crawl
 ANNOTATED = DATA / "annotated"  # annotate
 DATASETS = DATA / "datasets"  # datasets

@@ -2,6 +2,12 @@
 
 Every stage run is tagged with what reproduces it: the git sha, the hash of the stage's dvc.lock entry, the Prefect
 flow-run id and the profile. The run is always ended, FAILED when the stage raised.
+
+What a user lands on in the MLflow UI (docs/operations.md): every experiment is tagged
+`mlflow.experimentKind=custom_model_development`, so MLflow 3 opens it on the runs table instead of the GenAI
+overview; training runs of one model family share an experiment (`esvr/value-detector`, `esvr/reference-generator`,
+...), so comparing two value detectors or two supporters is: open the family, tick two runs, Compare. Data stages
+stay in the base experiment (`tracking.experiment`, `esvr`). Every run also carries `esvr.family`.
 """
 
 from __future__ import annotations
@@ -28,18 +34,51 @@ def tracking_uri(root: Path | None = None) -> str:
     return f"sqlite:///{root}/mlflow.db"
 
 
-def setup(experiment: str = "esvr", root: Path | None = None) -> str:
-    """Point MLflow (and the HF Trainer callback, via env) at the project store; return the experiment id."""
+#: MLflow 3 opens an experiment of this kind on its runs table (not the GenAI overview with "Traces 0").
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+#: Stage -> model family: one experiment per family (its registered model's name); other stages are data stages.
+FAMILIES = {
+    "train_value_detector": "value-detector",
+    "train_emotion": "emotion-model",
+    "train_tvd": "tvd",
+    "train_rg_sft": "reference-generator",
+    "train_rg_dpo": "reference-generator",
+    "train_supporter_sft": "supporter",
+    "train_supporter_dpo": "supporter",
+}
+DATA_FAMILY = "data"
+
+#: MLflow 3.17's UI picks GenAI vs model-training views from a global toggle (URL `workflowType`, else the browser's
+#: last choice, GenAI by default) before the experiment's kind tag: the links we print carry the runs-table view.
+UI_VIEW = "workflowType=machine_learning"
+
+
+def ui_url(server: str, experiment_id: str) -> str:
+    """Link that opens an experiment on its runs table (see UI_VIEW)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?{UI_VIEW}"
+
+
+def experiment_links(server: str, base: str = "esvr", root: Path | None = None) -> dict[str, str]:
+    """{experiment name: runs-table link} for the base experiment and every `base/<family>` one in the store."""
     import mlflow
 
-    root = store_root(root)
-    uri = tracking_uri(root)
-    mlflow.set_tracking_uri(uri)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment
-    exp_id = ensure_experiment(experiment, root)
-    mlflow.set_experiment(experiment_id=exp_id)
-    return exp_id
+    server_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    mlflow.set_tracking_uri(server_uri if server_uri.startswith(("http://", "https://")) else
+                            tracking_uri(root or Path(os.environ.get("ESVR_MLRUNS", paths.MLRUNS))))
+    exps = mlflow.search_experiments(filter_string=f"name LIKE '{base}%'")
+    return {e.name: ui_url(server, e.experiment_id) for e in sorted(exps, key=lambda e: e.name)
+            if e.name == base or e.name.startswith(base + "/")}
+
+
+def family_of(stage: str) -> str:
+    return FAMILIES.get(stage, DATA_FAMILY)
+
+
+def experiment_for(stage: str, base: str = "esvr") -> str:
+    """`base/<family>` for a training stage, `base` for data stages."""
+    fam = family_of(stage)
+    return base if fam == DATA_FAMILY else f"{base}/{fam}"
 
 
 def store_root(root: Path | None = None) -> Path:
@@ -49,15 +88,46 @@ def store_root(root: Path | None = None) -> Path:
     return root
 
 
+def _server() -> str | None:
+    """The tracking server's URL when the environment names one (compose): it owns the store and artifacts."""
+    server = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return server if server.startswith(("http://", "https://")) else None
+
+
+def connect(root: Path | None = None) -> str:
+    """Point MLflow at the project's store (or the tracking server the environment names); return the URI."""
+    import mlflow
+
+    uri = _server() or tracking_uri(store_root(root))
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 def ensure_experiment(experiment: str, root: Path | None = None) -> str:
-    """The id of `experiment` in the current tracking store, created on first use without making it active."""
+    """The id of `experiment` in the current store, created on first use (artifacts pinned to the project store,
+    the runs-table kind tag, see the module doc) without making it the active experiment."""
     import mlflow
 
     exp = mlflow.get_experiment_by_name(experiment)
-    if exp is not None:
-        return str(exp.experiment_id)
     # sqlite's default artifact root is ./mlruns relative to the cwd: pin it to the project store instead.
-    return str(mlflow.create_experiment(experiment, artifact_location=(store_root(root) / "artifacts").as_uri()))
+    artifacts = None if _server() else (store_root(root) / "artifacts").as_uri()
+    exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment, artifact_location=artifacts)
+    if exp is None or exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        mlflow.MlflowClient().set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+    return str(exp_id)
+
+
+def setup(experiment: str = "esvr", root: Path | None = None) -> str:
+    """Point MLflow (and the HF Trainer callback, via env) at the project store; return the experiment id (created
+    with the runs-table kind tag, see the module doc)."""
+    import mlflow
+
+    uri = connect(root)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment
+    exp_id = ensure_experiment(experiment, root)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
 
 
 def git_sha(root: Path | None = None) -> str:
@@ -94,6 +164,32 @@ def current_lock_entry(stage: str, root: Path | None = None) -> dict[str, Any] |
         return None
 
 
+#: Set by flows/pipeline.py for its stage processes, so it can tag their runs with the final dvc.lock hash.
+PIPELINE_RUN_ENV = "ESVR_PIPELINE_RUN"
+
+
+def lock_file_hash(root: Path | None = None) -> str:
+    """sha256 (16 hex) of dvc.lock: names the whole reproduced state of a pipeline run."""
+    p = (root or paths.ROOT) / "dvc.lock"
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else "none"
+
+
+def tag_pipeline_runs(pipeline_run: str, tags: dict[str, str], root: Path | None = None) -> int:
+    """Set `tags` on every run (any experiment) that a pipeline run started; returns how many."""
+    import mlflow
+
+    server = os.environ.get("MLFLOW_TRACKING_URI", "")
+    mlflow.set_tracking_uri(server if server.startswith(("http://", "https://")) else
+                            tracking_uri((root / "mlruns") if root else Path(os.environ.get("ESVR_MLRUNS", paths.MLRUNS))))
+    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`esvr.pipeline_run` = '{pipeline_run}'")
+    for r in runs:
+        for k, v in tags.items():
+            client.set_tag(r.info.run_id, k, v)
+    return len(runs)
+
+
 def _flow_run_id() -> str:
     try:
         from prefect.runtime import flow_run
@@ -105,12 +201,15 @@ def _flow_run_id() -> str:
 
 @contextlib.contextmanager
 def stage_run(stage: str, profile: str, experiment: str = "esvr", params: dict[str, Any] | None = None) -> Iterator[Any]:
-    """Open an MLflow run for one stage; tag it; end it FINISHED or FAILED whatever happens."""
+    """Open an MLflow run for one stage (in its family's experiment); tag it; end it FINISHED or FAILED whatever
+    happens."""
     import mlflow
 
-    setup(experiment)
+    setup(experiment_for(stage, experiment))
     tags = {
         "esvr.stage": stage,
+        "esvr.family": family_of(stage),
+        "esvr.pipeline_run": os.environ.get(PIPELINE_RUN_ENV, "none"),  # the scheduled pipeline run that ran it
         "esvr.profile": profile,
         "git.sha": git_sha(),
         "prefect.flow_run_id": _flow_run_id(),

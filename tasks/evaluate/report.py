@@ -474,9 +474,7 @@ def build(out_dir: Path, experiment: str, stage_experiment: str, transcripts: in
     from tasks.common import tracking
 
     root = root or paths.ROOT
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking.tracking_uri(tracking.store_root()))
+    tracking.connect()
     batch = load_batch(experiment, batch_id, transcripts)
     if not batch.runs:
         raise LookupError(f"evaluation batch {batch.batch} has no variant runs")

@@ -44,6 +44,19 @@ from tasks.domain import chat_template
 from tasks.train import trainers
 
 
+def trl_defaults(out_dir: str) -> dict:
+    """TRL's own SFT/DPO defaults for the settings this smoke fixes, recorded next to ours in the report."""
+    import trl
+
+    keys = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "learning_rate", "bf16",
+            "gradient_checkpointing", "lr_scheduler_type", "warmup_ratio", "packing", "padding_free")
+    out: dict = {"trl": trl.__version__}
+    for name, cls in (("sft", trl.SFTConfig), ("dpo", trl.DPOConfig)):
+        c = cls(output_dir=out_dir, use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available())
+        out[name] = {k: getattr(c, k) for k in keys if hasattr(c, k)}
+    return out
+
+
 def main(argv: list[str]) -> None:
     """Run the smoke in the work folder argv[0]; print one JSON report line."""
     work = Path(argv[0])
@@ -134,6 +147,7 @@ def main(argv: list[str]) -> None:
     import transformers  # noqa: E402
 
     report["transformers"] = transformers.__version__
+    report["trl_defaults"] = trl_defaults(str(work / "trl-defaults"))
     t_start = time.time()
     base_dir = None
     if random_model:

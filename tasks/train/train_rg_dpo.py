@@ -12,15 +12,16 @@ from typing import Any
 
 from tasks.annotators.classifier import load_annotator
 from tasks.common import paths, registry
+from tasks.common.config import Params
 from tasks.domain import chat_template
 from tasks.train import evaluation as train_eval
-from tasks.train import trainers
+from tasks.train import portable, trainers
 from tasks.train.common import RG_MODEL, TrainStageError, finite, load_causal_lm, log_curves, read_split
 
 log = logging.getLogger(__name__)
 
 
-def _detector(cfg: Any) -> tuple[Callable[[list[str]], list[list[str]]] | None, str]:
+def _detector(cfg: Params) -> tuple[Callable[[list[str]], list[list[str]]] | None, str]:
     """Values present in texts, by the annotate stage's value detector; None and the reason when it is absent (the
     value-hit rate is then skipped and the champion rule falls back to preference accuracy alone)."""
     path = paths.ROOT / cfg.train.rg_eval.value_detector
@@ -46,7 +47,7 @@ def _rg_eval(model: Any, tok: Any, sft_test: list[dict], pairs: list[dict], t: A
     return {"eval_loss": train_eval.nll_per_token(s, n)}, c, rj, gens
 
 
-def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
+def run_rg_dpo(cfg: Params, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
                register_model: bool = True) -> dict[str, Any]:
     """DPO from the SFT model on rg_pairs; SFT vs DPO side by side on held-out data; champion alias by the rule below."""
     ds_root = ds_dir or paths.DATASETS
@@ -62,6 +63,8 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
                        ckpt_root / "train_rg_dpo", eval_pairs=pairs_val, dtype=cfg.base_model.dtype)
     if res.beta is None:
         raise TrainStageError("DPO result without beta: trainers.dpo records the beta TRL used")
+    # DPO's adapter applies to the merged SFT model: compose it with the SFT adapter into one on the base (vLLM)
+    portable.finalize(models / "rg_dpo", None, parent=models / "rg_sft" / "adapter")
     detector, why = _detector(cfg)
     if detector is None:
         log.warning("value-hit rate skipped: %s", why)
@@ -93,8 +96,8 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
     better = side["dpo"].get("pref_accuracy", 0) >= side["sft"].get("pref_accuracy", 0) and (
         detector is None or side["dpo"]["value_hit_rate"] >= side["sft"]["value_hit_rate"])
     champion = "dpo" if better else "sft"
-    metrics: dict[str, Any] = {"train_loss": res.train_loss, "global_step": res.global_step, "train_seconds": res.seconds,
-                               "eval_seconds": round(time.time() - t0, 2), "n_pairs_test": len(pairs_test),
+    timings = {"train_seconds": res.seconds, "eval_seconds": round(time.time() - t0, 2)}  # MLflow only
+    metrics: dict[str, Any] = {"train_loss": res.train_loss, "global_step": res.global_step, "n_pairs_test": len(pairs_test),
                                "champion_is_dpo": int(champion == "dpo"),
                                "value_hit_skipped": int(detector is None)}
     for name, m in side.items():
@@ -105,11 +108,11 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
         import mlflow
 
         log_curves(res, "dpo")
-        mlflow.log_metrics(finite(metrics))
+        mlflow.log_metrics(finite({**metrics, **timings}))
         mlflow.set_tag("value_hit_rate", "skipped: " + why if detector is None else "computed")
         mlflow.log_dict(examples, "rg_examples.json")
-        metrics["model_version"] = registry.register(models / "rg_dpo", RG_MODEL, ["dpo"], files=t.run.mlflow_log)
-        version = metrics["model_version"] if champion == "dpo" else registry.alias_version(RG_MODEL, "sft")
+        dpo_version = registry.register(models / "rg_dpo", RG_MODEL, ["dpo"], files=t.run.mlflow_log)
+        version = dpo_version if champion == "dpo" else registry.alias_version(RG_MODEL, "sft")
         registry.set_alias(RG_MODEL, "champion", version)
         mlflow.set_tag("champion", champion)
     return metrics

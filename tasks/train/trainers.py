@@ -63,12 +63,10 @@ class TrainResult:
 
 # --------------------------------------------------------------------------------------------------- helpers
 def seed_everything(seed: int, threads: int | None = None) -> None:
-    import torch
-    from transformers import set_seed
+    """Seeds, fixed threads and deterministic kernels (tasks/common/determinism.py: bit-identical re-runs)."""
+    from tasks.common.determinism import configure
 
-    if threads:
-        torch.set_num_threads(threads)
-    set_seed(seed)
+    configure(seed, threads or 0)
 
 
 def lora_config(lcfg: LoraParams) -> Any:

@@ -23,7 +23,7 @@ THREAD_KEYS = {"thread_id", "subreddit", "submission_id", "created_utc", "title"
 def store(mirror, tmp_path_factory):
     out = tmp_path_factory.mktemp("threads")
 
-    cfg = group("crawl").model_dump()
+    cfg = group("crawl")
     handler = _Capture()
     logging.getLogger().addHandler(handler)
     old = logging.getLogger().level
@@ -105,10 +105,10 @@ def test_no_raw_username_anywhere(store, mirror):
 def test_rerun_is_identical_and_skips_unchanged_shards(store, mirror, tmp_path):
     out, stats, _, _ = store
 
-    again = crawl.run(group("crawl").model_dump(), [mirror / TABLE], [], out, Pseudonymiser(b"test-key"))
+    again = crawl.run(group("crawl"), [mirror / TABLE], [], out, Pseudonymiser(b"test-key"))
     assert again == stats
     other = tmp_path / "other"
-    crawl.run(group("crawl").model_dump(), [mirror / TABLE], [], other, Pseudonymiser(b"test-key"))
+    crawl.run(group("crawl"), [mirror / TABLE], [], other, Pseudonymiser(b"test-key"))
     a = {p.name: p.read_bytes() for p in (out / "shards").iterdir()}
     assert a == {p.name: p.read_bytes() for p in (other / "shards").iterdir()}
 

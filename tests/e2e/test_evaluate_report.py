@@ -6,6 +6,7 @@ Chromium: no console errors, every image loads, both tables present."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -169,38 +170,30 @@ def test_report_files_and_tables(evaluated):
     assert data["variants"] == 6
 
 
-def _chromium():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-
-
 def test_report_in_headless_chromium(evaluated):
-    import shutil
+    """Debian's chromium through playwright (the MLflow UI test's driver and flags): the page logs no console error
+    and raises nothing, every image decodes, both tables have rows and the paper's columns."""
+    from tests.e2e.test_mlflow_ui import CHROMIUM, FLAGS
 
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("Debian chromium + chromium-driver not installed (.ci/run installs them)")
-    from selenium.webdriver.common.by import By
-
-    driver = _chromium()
-    try:
-        driver.get((evaluated["dir"] / "report.html").as_uri())
-        images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert not errors, errors
-        assert len(images) == evaluated["summary"]["figures"] and all(c and w > 0 and h > 0 for c, w, h in images)
-        for table in ("ablation-table", "main-table"):
-            rows = driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")
-            assert rows, f"#{table} has no rows"
-        heads = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#ablation-table thead th")]
-        assert "Sugg.↑" in heads and "Supporter-V↑" in heads
-    finally:
-        driver.quit()
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("Debian chromium not installed (.ci/run installs it)")
+    problems: list[str] = []
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url[:80]}"))
+            page.goto((evaluated["dir"] / "report.html").as_uri(), wait_until="load")
+            images = page.evaluate(
+                "() => Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+            rows = {t: page.locator(f"#{t} tbody tr").count() for t in ("ablation-table", "main-table")}
+            heads = page.locator("#ablation-table thead th").all_inner_texts()
+        finally:
+            browser.close()
+    assert not problems, problems
+    assert len(images) == evaluated["summary"]["figures"] and all(c and w > 0 and h > 0 for c, w, h in images)
+    assert rows == {"ablation-table": 4, "main-table": 3}
+    assert "Sugg.↑" in heads and "Supporter-V↑" in heads
