@@ -54,6 +54,7 @@ def run_stage(params_file: str | Path = "params.yaml", out_dir: Path | None = No
                                   detector.present, ev, cfg.seed, cache / "progress")
             ledger = llm.ledger.metrics()
             judge_model = {r: llm.roles[r].model for r in (ev.judge.role, ev.judge.second) if r}
+        write_jsonl(out_dir / "pairs.jsonl", evaluate.review_pairs(report["dialogues"], ev.baseline))  # review page
         for name, ds in report["dialogues"].items():
             write_jsonl(out_dir / f"{name}.jsonl", [{**d, "scores": r} for d, r in
                                                    zip(ds, report["scored"][name], strict=True)])

@@ -9,12 +9,19 @@ one to one, so a teacher turn becomes a training target with `format_answer(**fi
     Adopt the reference: Yes|No - <why>
     Strategy: <one of the 8 ESConv strategies>
     Response: <the reply the seeker sees>
+
+What the supporter reads each turn is declared here too (`supporter_messages`): the dialogue so far as chat turns
+(seeker = user, supporter = assistant, its past replies as the seeker saw them), and on the newest seeker turn the
+turn's target values and reference response — the inputs the teacher had (tasks/domain/sim_prompts.teacher_messages).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
+
+from tasks.domain.sim_prompts import SUPPORTER_SYSTEM
 
 FORMAT_VERSION = "supporter-format-v1"
 
@@ -25,6 +32,9 @@ LABELS = {
     "strategy": "Strategy",
     "response": "Response",
 }
+#: Labels of the per-turn inputs appended to the newest seeker message.
+INPUT_LABELS = {"target_values": "Target values", "reference": "Reference response"}
+NO_INPUT = "(none)"
 FIELDS = ("issue_and_state", "reference_key_content", "adopt_reference", "adopt_reason", "strategy", "response")
 _DASH = " - "
 
@@ -71,3 +81,18 @@ def response_of(text: str) -> str:
     is shown as it is rather than dropped; callers count malformed answers with `parse`)."""
     fields = parse(text)
     return fields["response"] if fields else (text or "").strip()
+
+
+def supporter_messages(history: Sequence[tuple[str, str]], target_values: Sequence[str],
+                       reference: str | None) -> list[dict[str, str]]:
+    """The supporter's prompt for its next turn; `history` ends with the seeker. Without a target value detector
+    or reference generator the inputs read `(none)` (the model still answers in the format)."""
+    if not history or history[-1][0] != "seeker":
+        raise ValueError("supporter_messages: the history must end with a seeker turn")
+    msgs = [{"role": "system", "content": SUPPORTER_SYSTEM}]
+    msgs += [{"role": "user" if r == "seeker" else "assistant", "content": t.strip()} for r, t in history]
+    values = "; ".join(target_values) or NO_INPUT
+    ref = _one_line(reference) if reference and reference.strip() else NO_INPUT
+    msgs[-1] = {"role": "user", "content": f"{msgs[-1]['content']}\n\n{INPUT_LABELS['target_values']}: {values}\n"
+                                            f"{INPUT_LABELS['reference']}: {ref}"}
+    return msgs

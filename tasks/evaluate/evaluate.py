@@ -258,6 +258,26 @@ def run(llm: LLM, policies: Sequence[Policy], personas: list[dict[str, Any]], hu
     return report
 
 
+def review_pairs(by_variant: dict[str, list[dict[str, Any]]], baseline: str) -> list[dict[str, Any]]:
+    """Pairs for the human review page (tasks/review/pairs.py, docs/review.md): every variant's dialogue against the
+    baseline's with the same persona — what the seeker saw, no reasoning, no scores."""
+    base = {d["persona_id"]: d for d in by_variant.get(baseline, []) if d.get("persona_id")}
+    pairs = []
+    for v, ds in by_variant.items():
+        if v in (baseline, HUMAN):
+            continue
+        for d in ds:
+            b = base.get(d.get("persona_id"))
+            if b is None:
+                continue
+            side = [{"variant": x["variant"], "turns": [{"role": t["role"], "text": t["text"]} for t in x["turns"]]}
+                    for x in (d, b)]
+            context = ", ".join(str(x) for x in (d.get("problem_type"), d.get("emotion_type")) if x)
+            pairs.append({"pair_id": "eval-" + content_id([d["id"], b["id"]], 12), "a": side[0], "b": side[1],
+                          **({"context": context} if context else {})})
+    return pairs
+
+
 # ------------------------------------------------------------------------------------------ variants from params
 def plan_variants(cfg: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, str], dict[str, str]]:
     """Which variants run: (active {name: VariantParams}, skipped {name: reason}, local models {name: dir} the

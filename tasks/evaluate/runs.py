@@ -215,7 +215,9 @@ def load_batch(experiment: str, batch: str | None = None, transcripts: int = 0) 
         raise LookupError(f"MLflow experiment {experiment!r} not found at {mlflow.get_tracking_uri()}; "
                           "run the evaluate stage first (`dvc repro evaluate`)")
     if batch is None:
-        latest = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+        # other runs share the experiment (the review page's results): only variant runs carry the batch tag
+        latest = client.search_runs([exp.experiment_id],
+                                    filter_string=f"attributes.status = 'FINISHED' and tags.`{BATCH_TAG}` LIKE '%'",
                                     order_by=["attributes.start_time DESC"], max_results=1)
         if not latest or BATCH_TAG not in latest[0].data.tags:
             raise LookupError(f"experiment {experiment!r} has no finished evaluation runs")

@@ -129,6 +129,18 @@ def test_statistics_and_judges(evaluated):
     assert rep["kappa"]["overall"]["n"] == 5 * 3 + 2
 
 
+def test_review_pairs_load_in_the_review_page(evaluated, tmp_path):
+    from tasks.common.io import write_jsonl
+    from tasks.review.pairs import load_pairs
+
+    pairs = evaluate.review_pairs(evaluated["report"]["dialogues"], "teacher")
+    write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    loaded = load_pairs(tmp_path / "pairs.jsonl")
+    assert len(loaded) == 4 * 3  # 4 variants x 3 personas against the baseline
+    assert {p["b"]["variant"] for p in loaded} == {"teacher"} and loaded[0]["context"] == "job crisis, anxiety"
+    assert all("adopt_reference" not in t for p in loaded for t in p["a"]["turns"])
+
+
 def test_a_second_evaluation_pays_nothing(evaluated):
     assert evaluated["hits_again"] == 0
     assert evaluated["again"]["estimates"] == evaluated["report"]["estimates"]
