@@ -40,13 +40,6 @@ from tasks.simulate import SupporterStep, check_nonempty, check_reference, check
 KINDS = ("teacher", "planner", "model", "endpoint")
 
 
-def student_messages(history: list[tuple[str, str]], target_values: list[str] | None,
-                     reference: str | None) -> list[dict[str, str]]:
-    """What a trained supporter reads: the student's system prompt, the conversation, its target values and
-    reference (the layout the teacher reads, under the student's system prompt)."""
-    return teacher_messages(history, target_values, reference, system=SUPPORTER_SYSTEM)
-
-
 def chat_messages(history: list[tuple[str, str]]) -> list[dict[str, str]]:
     """A plain chat for an outside model: the seeker speaks as `user`, the supporter as `assistant`."""
     return [{"role": "system", "content": SUPPORTER_SYSTEM}] + [
@@ -103,8 +96,9 @@ class Policy:
                 if self.reference:
                     turn["answer"] = supporter_format.format_answer(**t)
                 return turn
-            msgs = (student_messages(history, shown_values, reference) if self.kind == "model"
-                    else chat_messages(history))
+            # a trained supporter reads exactly what it was trained on and what `esvr chat` sends it
+            msgs = (supporter_format.supporter_messages(history, shown_values or [], reference)
+                    if self.kind == "model" else chat_messages(history))
             raw = await llm.ask(self.role, msgs, check=check_reference, seed=stable_seed(seed_key, "supporter", k),
                                 tag=tag)
             fields = supporter_format.parse(raw)
