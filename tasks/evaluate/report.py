@@ -303,7 +303,8 @@ def _collect(obj: Any, prefix: str, out: dict[str, dict[str, list[float]]]) -> N
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 6px;
 text-align:right;vertical-align:top}th{background:#f3f3f3}td.l,th.l{text-align:left}.p{color:#888;font-size:11px}
-img{max-width:100%;border:1px solid #eee}pre,blockquote{background:#fafafa}code{font-size:12px}
+img{max-width:100%;border:1px solid #eee}pre{background:#fafafa;white-space:pre-wrap;overflow-wrap:anywhere}
+code{font-size:12px}
 .note{background:#fff8e1;padding:.5em 1em;border-left:4px solid #f0b400}"""
 
 
