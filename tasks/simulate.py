@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +100,17 @@ async def target_values(llm: LLM, history: list[tuple[str, str]], did: str, k: i
     raise LLMError(f"tvd: {prompts.TVD_K} rounds gave only {chosen}; does the endpoint honour structured_outputs?")
 
 
-async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, max_turns: int,
-                            did: str) -> dict[str, Any]:
-    """One dialogue: seeker opens; each supporter turn = TVD, RG, teacher; then the seeker answers (`seeker_reply`
-    of that turn). The seeker may end the dialogue only after `min_turns` supporter turns (its schema says so)."""
+#: One supporter turn: (history so far, turn number k >= 1, the seeker's last state) -> the turn's record, which
+#: holds at least the `response` the seeker sees. The teacher below is one; the evaluation's policies are others.
+SupporterStep = Callable[[list[tuple[str, str]], int, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def converse(llm: LLM, persona: dict[str, Any], supporter: SupporterStep, min_turns: int, max_turns: int,
+                   seed_key: str, tag: str) -> dict[str, Any]:
+    """One dialogue: the seeker opens; each supporter turn is `supporter(...)`; then the seeker answers (the turn's
+    `seeker_reply`). The seeker may end the dialogue only after `min_turns` supporter turns (its schema says so).
+    Seeker seeds derive from `seed_key` and the turn number only, so dialogues that share a key share their seeker's
+    dice."""
     history: list[tuple[str, str]] = []
     seeker_states: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
@@ -111,7 +118,7 @@ async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, m
     async def seeker(k: int) -> dict[str, Any]:
         s = await llm.ask("seeker", seeker_messages(persona, history), schema=seeker_schema(k >= min_turns),
                           schema_name="seeker_turn", check=check_nonempty(("utterance",)),
-                          seed=stable_seed(did, "seeker", k), tag=did)
+                          seed=stable_seed(seed_key, "seeker", k), tag=tag)
         seeker_states.append(s)
         history.append(("seeker", s["utterance"].strip()))
         return s
@@ -119,14 +126,8 @@ async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, m
     s = await seeker(0)
     ended_by = "max_turns"
     for k in range(1, max_turns + 1):
-        values, resamples = await target_values(llm, history, did, k)
-        reference = await llm.ask("rg", prompts.rg_prompt(history, values), check=check_reference,
-                                  seed=stable_seed(did, "rg", k), tag=did)
-        t = await llm.ask("supporter_teacher", teacher_messages(history, values, reference), schema=TEACHER_SCHEMA,
-                          schema_name="supporter_turn", seed=stable_seed(did, "teacher", k), tag=did,
-                          check=check_nonempty(("alt_response_with_reference", "alt_response_without_reference")))
-        turn = {"turn": k, "target_values": values, "tvd_resamples": resamples, "reference": reference,
-                "seeker_intensity_before": s["emotion_intensity"], **t, "response": teacher_response(t)}
+        turn = await supporter(list(history), k, s)
+        turn["response"] = str(turn["response"]).strip()
         turns.append(turn)
         history.append(("supporter", turn["response"]))
         s = await seeker(k)
@@ -136,6 +137,23 @@ async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, m
             ended_by = "seeker"
             break
     return {"history": history, "seeker_states": seeker_states, "turns": turns, "ended_by": ended_by}
+
+
+async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, max_turns: int,
+                            did: str) -> dict[str, Any]:
+    """One dialogue: seeker opens; each supporter turn = TVD, RG, teacher; then the seeker answers."""
+
+    async def teacher(history: list[tuple[str, str]], k: int, s: dict[str, Any]) -> dict[str, Any]:
+        values, resamples = await target_values(llm, history, did, k)
+        reference = await llm.ask("rg", prompts.rg_prompt(history, values), check=check_reference,
+                                  seed=stable_seed(did, "rg", k), tag=did)
+        t = await llm.ask("supporter_teacher", teacher_messages(history, values, reference), schema=TEACHER_SCHEMA,
+                          schema_name="supporter_turn", seed=stable_seed(did, "teacher", k), tag=did,
+                          check=check_nonempty(("alt_response_with_reference", "alt_response_without_reference")))
+        return {"turn": k, "target_values": values, "tvd_resamples": resamples, "reference": reference,
+                "seeker_intensity_before": s["emotion_intensity"], **t, "response": teacher_response(t)}
+
+    return await converse(llm, persona, teacher, min_turns, max_turns, did, did)
 
 
 def to_record(did: str, persona: dict[str, Any], sim: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,8 @@ _chat_cli = importlib.import_module("tasks.cli.chat")
 app.add_typer(_chat_cli.app)  # esvr chat
 app.add_typer(_chat_cli.guard_app, name="guard")
 app.add_typer(importlib.import_module("tasks.cli.review").app, name="review")
+app.add_typer(importlib.import_module("tasks.cli.evaluate").app, name="evaluate")
+app.add_typer(importlib.import_module("tasks.cli.evaluate").report_app)  # `esvr report`
 
 log = logging.getLogger("esvr")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.common import paths
 
@@ -445,6 +445,110 @@ class ReviewParams(StrictModel):
     experiment: str  # MLflow experiment of `esvr review results`
 
 
+# --------------------------------------------------------------------------------------------------- evaluation
+EVAL_DIMENSIONS = ("suggestion", "experience", "information", "overall")
+
+
+class VariantParams(StrictModel):
+    """`evaluate.variants.NAME`: one evaluated supporter, flags of the one policy (tasks/evaluate/policy.py)."""
+
+    kind: Literal["teacher", "planner", "model", "endpoint"]
+    target_values: bool  # the policy is shown the TVD's target values
+    reference: bool  # the policy is shown the RG's reference response
+    model: str | None  # kind model: registry URI or folder of the supporter; absent -> the variant is skipped (logged)
+    endpoint: str | None  # kind model / endpoint: the key of evaluate.endpoints that serves its replies
+    paper_row: str | None  # the row of tasks/evaluate/paper_results.yaml shown beside it
+    tables: list[Literal["ablation", "main"]]  # which of the report's tables the variant is a row of
+
+
+class JudgeParams(StrictModel):
+    """`evaluate.judge`: the LLM judge (one call per dimension), a second judge, pairwise comparisons."""
+
+    role: Literal["judge"]  # the llm role that judges
+    second: str | None  # key of evaluate.endpoints judging again, for judge-judge agreement (weighted kappa)
+    dimensions: dict[str, str]  # metric name -> rubric text; exactly suggestion, experience, information, overall
+    pairwise: bool  # also compare each variant with the baseline, dialogue by dialogue, in both orders
+    pairwise_rubric: str
+
+    @field_validator("dimensions")
+    @classmethod
+    def _dims(cls, v: dict[str, str]) -> dict[str, str]:
+        if sorted(v) != sorted(EVAL_DIMENSIONS):
+            raise ValueError(f"dimensions must be exactly {list(EVAL_DIMENSIONS)}, got {sorted(v)}")
+        return v
+
+
+class HumanRowParams(StrictModel):
+    """`evaluate.human`: ESConv conversations scored with the same metrics (the human-supporter row)."""
+
+    split: Literal["train", "valid", "test"]
+    limit: int = Field(ge=0)  # conversations (0 = the whole split)
+    judge: bool
+
+
+class PlannerParams(StrictModel):
+    """`evaluate.planner`: the PPDPP-style strategy classifier (TF-IDF + logistic regression on ESConv)."""
+
+    context_turns: int = Field(ge=1)
+    max_features: int = Field(ge=10)
+    c: float = Field(gt=0.0)  # inverse L2 strength of the logistic regression
+    limit_train: int = Field(ge=0)  # ESConv train conversations used (0 = all)
+
+
+class BootstrapParams(StrictModel):
+    """`evaluate.bootstrap`: percentile-bootstrap intervals over dialogues."""
+
+    n: int = Field(ge=100)
+    alpha: float = Field(gt=0.0, lt=0.5)
+
+
+class EvaluateParams(StrictModel):
+    """`evaluate`: every variant's dialogues on the eval personas, scored, one MLflow run per variant."""
+
+    experiment: str  # the MLflow experiment of the per-variant runs
+    personas: int | None = Field(gt=0)  # eval personas used (null: all)
+    turns: int = Field(ge=1)  # supporter turns per dialogue: fixed, the seeker cannot leave early
+    baseline: str  # the variant paired differences are taken against
+    value_detector: str  # folder or registry URI of the value detector (with its presence rule)
+    variants: dict[str, VariantParams]
+    endpoints: dict[str, LLMRoleParams]  # extra OpenAI-compatible roles (supporters, outside models, second judge)
+    judge: JudgeParams
+    human: HumanRowParams
+    planner: PlannerParams
+    bootstrap: BootstrapParams
+    max_failed_fraction: float = Field(ge=0.0, le=1.0)  # dialogues of a variant lost to LLM errors, before failing
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvaluateParams:
+        problems = []
+        if self.baseline not in self.variants:
+            problems.append(f"baseline {self.baseline!r} is not one of the variants {sorted(self.variants)}")
+        clash = sorted(set(self.endpoints) & set(LLM_ROLES))
+        if clash:
+            problems.append(f"endpoints {clash} reuse names of llm.roles; rename them")
+        if self.judge.second is not None and self.judge.second not in self.endpoints:
+            problems.append(f"judge.second {self.judge.second!r} is not a key of endpoints")
+        for name, v in self.variants.items():
+            if v.kind in ("model", "endpoint") and v.endpoint not in self.endpoints:
+                problems.append(f"variants.{name}: kind {v.kind} needs an endpoint among {sorted(self.endpoints)}")
+            if v.kind == "model" and not v.model:
+                problems.append(f"variants.{name}: kind model needs `model` (a registry URI or folder)")
+            if v.kind in ("teacher", "planner") and (v.model or v.endpoint):
+                problems.append(f"variants.{name}: kind {v.kind} is written by the teacher; model/endpoint must be "
+                                "null")
+            if v.kind == "endpoint" and (v.target_values or v.reference):
+                problems.append(f"variants.{name}: an endpoint answers a plain chat; target_values/reference false")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class ReportParams(StrictModel):
+    """`report`: the HTML/Markdown report rebuilt from the MLflow store (written to data/report/)."""
+
+    transcripts: int = Field(ge=0)  # example transcripts per variant shown in the report
+
+
 # --------------------------------------------------------------------------------------------------- root
 class Params(StrictModel):
     """The whole params.yaml: one group per stage."""
@@ -466,6 +570,8 @@ class Params(StrictModel):
     llm: LLMParams
     personas: PersonasParams
     simulate: SimulateParams
+    evaluate: EvaluateParams
+    report: ReportParams
     # operations (issue 16): not read by any stage core, so no stage declares them
     orchestration: OrchestrationParams
     serving: ServingParams

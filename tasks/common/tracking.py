@@ -81,26 +81,51 @@ def experiment_for(stage: str, base: str = "esvr") -> str:
     return base if fam == DATA_FAMILY else f"{base}/{fam}"
 
 
+def store_root(root: Path | None = None) -> Path:
+    """The project's MLflow store folder (`ESVR_MLRUNS` overrides, e.g. in tests), created if absent."""
+    root = (root or Path(os.environ.get("ESVR_MLRUNS", paths.MLRUNS))).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _server() -> str | None:
+    """The tracking server's URL when the environment names one (compose): it owns the store and artifacts."""
+    server = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return server if server.startswith(("http://", "https://")) else None
+
+
+def connect(root: Path | None = None) -> str:
+    """Point MLflow at the project's store (or the tracking server the environment names); return the URI."""
+    import mlflow
+
+    uri = _server() or tracking_uri(store_root(root))
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(experiment: str, root: Path | None = None) -> str:
+    """The id of `experiment` in the current store, created on first use (artifacts pinned to the project store,
+    the runs-table kind tag, see the module doc) without making it the active experiment."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(experiment)
+    # sqlite's default artifact root is ./mlruns relative to the cwd: pin it to the project store instead.
+    artifacts = None if _server() else (store_root(root) / "artifacts").as_uri()
+    exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment, artifact_location=artifacts)
+    if exp is None or exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        mlflow.MlflowClient().set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+    return str(exp_id)
+
+
 def setup(experiment: str = "esvr", root: Path | None = None) -> str:
     """Point MLflow (and the HF Trainer callback, via env) at the project store; return the experiment id (created
     with the runs-table kind tag, see the module doc)."""
     import mlflow
 
-    server = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if server.startswith(("http://", "https://")):  # a tracking server (compose): it owns the store and artifacts
-        uri, artifacts = server, None
-    else:
-        root = (root or Path(os.environ.get("ESVR_MLRUNS", paths.MLRUNS))).resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        # sqlite's default artifact root is ./mlruns relative to the cwd: pin it to the project store instead.
-        uri, artifacts = tracking_uri(root), (root / "artifacts").as_uri()
-    mlflow.set_tracking_uri(uri)
+    uri = connect(root)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment
-    exp = mlflow.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment, artifact_location=artifacts)
-    if exp is None or exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
-        mlflow.MlflowClient().set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+    exp_id = ensure_experiment(experiment, root)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 

@@ -90,44 +90,77 @@ def seeker_messages(persona: dict[str, Any], history: list[tuple[str, str]]) -> 
 
 
 # ------------------------------------------------------------------------------------------ supporter teacher
-# No free `response` field: the reply the seeker sees is the alternative that `adopt_reference` names
-# (`teacher_response`), so a turn's response and its adoption decision agree by construction, whatever the model.
-TEACHER_SCHEMA = _obj({
-    "issue_and_state": _STR,
-    "reference_key_content": _STR,
-    "adopt_reference": {"type": "string", "enum": ["Yes", "No"]},
-    "adopt_reason": _STR,
-    "strategy": {"type": "string", "enum": list(STRATEGIES)},
-    "alt_response_with_reference": _STR,
-    "alt_response_without_reference": _STR,
-})
+def teacher_schema(reference: bool = True, alternatives: bool = True,
+                   strategies: tuple[str, ...] = STRATEGIES) -> dict[str, Any]:
+    """The teacher's answer fields; without a reference the reference steps (and alternatives) are left out, and a
+    planner that fixed the strategy passes that one strategy as the only allowed value.
+
+    With the reference and the alternatives (simulation) there is no free `response` field: the reply the seeker sees
+    is the alternative that `adopt_reference` names (`teacher_response`), so a turn's response and its adoption
+    decision agree by construction, whatever the model. Otherwise the teacher writes its one `response`."""
+    props: dict[str, Any] = {"issue_and_state": _STR}
+    if reference:
+        props.update(reference_key_content=_STR, adopt_reference={"type": "string", "enum": ["Yes", "No"]},
+                     adopt_reason=_STR)
+    props.update(strategy={"type": "string", "enum": list(strategies)})
+    if reference and alternatives:
+        props.update(alt_response_with_reference=_STR, alt_response_without_reference=_STR)
+    else:
+        props.update(response=_STR)
+    return _obj(props)
 
 
 def teacher_response(turn: dict[str, Any]) -> str:
-    """The reply the seeker sees: the alternative that builds on the reference when it is adopted, else the other."""
+    """The reply the seeker sees: the teacher's `response` where it wrote one; in simulation the alternative that
+    builds on the reference when it is adopted, else the other."""
+    if "alt_response_with_reference" not in turn:
+        return str(turn["response"]).strip()
     key = "alt_response_with_reference" if turn["adopt_reference"] == "Yes" else "alt_response_without_reference"
     return str(turn[key]).strip()
 
-TEACHER_SYSTEM = (
-    "You are an expert emotional-support counsellor. Your next reply should help the seeker feel better and "
-    "recognise and act on their positive values. Reason in four steps, then reply:\n"
-    "1. issue_and_state: the seeker's issue and current emotional state, in one or two sentences.\n"
-    "2. reference_key_content: the key content of the reference response written for these target values.\n"
-    "3. adopt_reference: 'Yes' if building on the reference fits this moment of the conversation, else 'No'; "
-    "adopt_reason: why.\n"
-    "4. strategy: one of these ESConv strategies -\n"
-    + "\n".join(f"   - {k}: {v}" for k, v in STRATEGY_HINTS.items())
-    + "\nThen write your reply to the seeker (1-3 sentences, warm, specific, no lists) twice: "
-    "alt_response_with_reference builds on the reference, alt_response_without_reference ignores it. The seeker "
-    "receives the one your adopt_reference decision names. Answer with the JSON object only."
-)
+
+def teacher_system(target_values: bool = True, reference: bool = True, alternatives: bool = True,
+                   strategy: str | None = None) -> str:
+    """The teacher's instructions for what it is shown: target values and/or a reference, a planned strategy, and
+    whether it writes the two alternative responses (simulation) or only its reply (evaluation)."""
+    steps = ["issue_and_state: the seeker's issue and current emotional state, in one or two sentences."]
+    if reference:
+        written_for = " written for these target values" if target_values else ""
+        steps += [f"reference_key_content: the key content of the reference response{written_for}.",
+                  "adopt_reference: 'Yes' if building on the reference fits this moment of the conversation, else "
+                  "'No'; adopt_reason: why."]
+    if strategy is None:
+        steps.append("strategy: one of these ESConv strategies -\n"
+                     + "\n".join(f"   - {k}: {v}" for k, v in STRATEGY_HINTS.items()))
+    else:
+        steps.append(f"strategy: {strategy} (chosen for this turn by a strategy planner: {STRATEGY_HINTS[strategy]}).")
+    count = {1: "one step", 2: "two steps", 3: "three steps", 4: "four steps"}[len(steps)]
+    text = ("You are an expert emotional-support counsellor. Your next reply should help the seeker feel better and "
+            f"recognise and act on their positive values. Reason in {count}, then reply:\n"
+            + "".join(f"{i}. {s}\n" for i, s in enumerate(steps, 1)))
+    if reference and alternatives:
+        text += ("Then write your reply to the seeker (1-3 sentences, warm, specific, no lists) twice: "
+                 "alt_response_with_reference builds on the reference, alt_response_without_reference ignores it. "
+                 "The seeker receives the one your adopt_reference decision names. ")
+    else:
+        text += "response: your reply to the seeker (1-3 sentences, warm, specific, no lists).\n"
+    return text + "Answer with the JSON object only."
 
 
-def teacher_messages(history: list[tuple[str, str]], target_values: list[str], reference: str) -> list[dict[str, str]]:
-    user = (f"Conversation so far:\n{render_history(history)}\n\n"
-            f"Target values: {'; '.join(target_values)}\n"
-            f"Reference response: {reference.strip()}")
-    return [{"role": "system", "content": TEACHER_SYSTEM}, {"role": "user", "content": user}]
+TEACHER_SCHEMA = teacher_schema()
+TEACHER_SYSTEM = teacher_system()
+
+
+def teacher_messages(history: list[tuple[str, str]], target_values: list[str] | None, reference: str | None,
+                     system: str = TEACHER_SYSTEM) -> list[dict[str, str]]:
+    """The teacher's prompt: the conversation, then the target values and the reference when it is shown them."""
+    shown = []
+    if target_values is not None:
+        shown.append(f"Target values: {'; '.join(target_values)}")
+    if reference is not None:
+        shown.append(f"Reference response: {reference.strip()}")
+    user = f"Conversation so far:\n{render_history(history)}" + ("\n\n" + "\n".join(shown) if shown else "")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 #: The supporter system prompt of the SFT conversations (the student sees this, not the teacher's).

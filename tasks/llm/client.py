@@ -457,14 +457,19 @@ def _local_uri(uri: str, root: Path) -> str:
 
 @contextlib.contextmanager
 def open_llm(llm_params: Any, roles: list[str], root: Path, log_dir: Path | None = None,
-             served: dict[str, str] | None = None) -> Iterator[LLM]:
+             served: dict[str, str] | None = None, extra_roles: dict[str, Any] | None = None,
+             extra_models: dict[str, str] | None = None) -> Iterator[LLM]:
     """An `LLM` for the named roles; starts the local server first when any of them says `base_url: local`.
-    `served`: the adapters a remote server serves (see `role_from_params`)."""
-    needed = {llm_params.roles[r].model for r in roles if llm_params.roles[r].base_url == LOCAL}
-    missing = sorted(needed - set(llm_params.local_models))
+    `served`: the adapters a remote server serves (see `role_from_params`). `extra_roles` (name -> role params)
+    join the roles of `llm_params` (the evaluation's supporters, outside models and second judge); `extra_models`
+    (name -> model dir or registry URI) join `llm.local_models` for the local server."""
+    params = {r: llm_params.roles[r] for r in roles} | dict(extra_roles or {})
+    local_models = dict(llm_params.local_models) | dict(extra_models or {})
+    needed = {p.model for p in params.values() if p.base_url == LOCAL}
+    missing = sorted(needed - set(local_models))
     if missing:
         raise ValueError(f"llm.local_models lacks {missing}, named by roles with base_url 'local'")
-    models = {n: _local_uri(llm_params.local_models[n], root) for n in sorted(needed)}
+    models = {n: _local_uri(local_models[n], root) for n in sorted(needed)}
     with contextlib.ExitStack() as stack:
         url = None
         fps: dict[str, str] = {}
@@ -472,7 +477,7 @@ def open_llm(llm_params: Any, roles: list[str], root: Path, log_dir: Path | None
             fps = model_fingerprints(models)
             url = stack.enter_context(local_server(models, llm_params.serve_startup_timeout_s,
                                                    (log_dir / "serve.log") if log_dir else None))
-        resolved = {r: role_from_params(r, llm_params.roles[r], url, fps, served) for r in roles}
+        resolved = {r: role_from_params(r, p, url, fps, served) for r, p in params.items()}
         llm = LLM(resolved, root / llm_params.cache_dir / "responses.sqlite",
                   max_concurrency=llm_params.max_concurrency, timeout_s=llm_params.timeout_s,
                   max_retries=llm_params.max_retries, max_reasks=llm_params.max_reasks,

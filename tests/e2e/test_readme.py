@@ -23,7 +23,8 @@ README = paths.ROOT / "README.md"
 VENV_BIN = Path(sys.executable).parent
 # (program, first argument or None) -> how to check it without its side effect (network, hours of CPU, a server)
 HELP_INSTEAD = {("esvr", "pipeline"), ("esvr", "data"), ("esvr", "serve"), ("esvr", "simulate"), ("esvr", "stage"),
-                ("esvr", "chat"), ("esvr", "review"), ("prefect", None), ("mlflow", None)}
+                ("esvr", "chat"), ("esvr", "review"), ("esvr", "report"), ("esvr", "evaluate"),
+                ("prefect", None), ("mlflow", None)}
 DRY = {("dvc", "repro"), ("dvc", "exp")}
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,9 @@ class MockState:
     timeout_sleep_s: float = 3.0
     fault_kinds: tuple[str, ...] = FAULTS  # which faults to draw from
     seed: int = 0
+    # A test's own answers: called with each request body, its string (if not None) is the answer's content
+    # (e.g. an out-of-range judge score on the first attempt, to prove the schema rejects it and re-asks).
+    script: Callable[[dict[str, Any]], str | None] | None = None
     hits: int = 0
     faults: Counter = field(default_factory=Counter)
     hits_by_tag: Counter = field(default_factory=Counter)
@@ -126,7 +130,10 @@ def create_app(state: MockState) -> Any:
         salt = repr(body.get("messages"))
         rf = body.get("response_format") or {}
         so = body.get("structured_outputs") or {}
-        if fault == "invalid_json":
+        scripted = state.script(body) if state.script is not None else None
+        if scripted is not None:
+            content = scripted
+        elif fault == "invalid_json":
             content = '{"truncated": '
         elif rf.get("type") == "json_schema":
             import json
