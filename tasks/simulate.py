@@ -76,6 +76,23 @@ def dialogue_id(persona: dict[str, Any], sim: dict[str, Any]) -> str:
                        "persona": persona["id"], "min_turns": sim["min_turns"], "max_turns": sim["max_turns"]})
 
 
+async def ask_seeker(llm: LLM, persona: dict[str, Any], history: list[tuple[str, str]], seed: int,
+                     tag: str) -> dict[str, Any]:
+    """The seeker simulator's next turn: {utterance, emotion_intensity, end_conversation} (also used by rollouts)."""
+    return await llm.ask("seeker", seeker_messages(persona, history), schema=SEEKER_SCHEMA, schema_name="seeker_turn",
+                         check=check_nonempty(("utterance",)), seed=seed, tag=tag)
+
+
+async def ask_tvd(llm: LLM, history: list[tuple[str, str]], seed: int, tag: str) -> list[str]:
+    """The TVD's target values for the next supporter turn."""
+    return await llm.ask("tvd", prompts.tvd_messages(history), regex=tvd_regex(), check=check_tvd, seed=seed, tag=tag)
+
+
+async def ask_rg(llm: LLM, history: list[tuple[str, str]], values: list[str], seed: int, tag: str) -> str:
+    """The reference generator's reference response for those values."""
+    return await llm.ask("rg", prompts.rg_prompt(history, values), check=check_reference, seed=seed, tag=tag)
+
+
 async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, max_turns: int,
                             did: str) -> dict[str, Any]:
     """One dialogue: seeker opens; each supporter turn = TVD, RG, teacher; then the seeker answers."""
@@ -84,8 +101,7 @@ async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, m
     turns: list[dict[str, Any]] = []
 
     async def seeker(k: int) -> dict[str, Any]:
-        s = await llm.ask("seeker", seeker_messages(persona, history), schema=SEEKER_SCHEMA, schema_name="seeker_turn",
-                          check=check_nonempty(("utterance",)), seed=stable_seed(did, "seeker", k), tag=did)
+        s = await ask_seeker(llm, persona, history, stable_seed(did, "seeker", k), did)
         seeker_states.append(s)
         history.append(("seeker", s["utterance"].strip()))
         return s
@@ -93,10 +109,8 @@ async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, m
     s = await seeker(0)
     ended_by = "max_turns"
     for k in range(1, max_turns + 1):
-        values = await llm.ask("tvd", prompts.tvd_messages(history), regex=tvd_regex(), check=check_tvd,
-                               seed=stable_seed(did, "tvd", k), tag=did)
-        reference = await llm.ask("rg", prompts.rg_prompt(history, values), check=check_reference,
-                                  seed=stable_seed(did, "rg", k), tag=did)
+        values = await ask_tvd(llm, history, stable_seed(did, "tvd", k), did)
+        reference = await ask_rg(llm, history, values, stable_seed(did, "rg", k), did)
         t = await llm.ask("supporter_teacher", teacher_messages(history, values, reference), schema=TEACHER_SCHEMA,
                           schema_name="supporter_turn", seed=stable_seed(did, "teacher", k), tag=did,
                           check=check_nonempty(("response", "alt_response_with_reference",

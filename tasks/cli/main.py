@@ -28,6 +28,7 @@ app.add_typer(emotions_app, name="emotions")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(importlib.import_module("tasks.cli.llm").app)  # serve, simulate, personas (LLM layer)
 app.add_typer(train_app, name="train")
+app.add_typer(importlib.import_module("tasks.cli.supporter").app, name="supporter")
 
 log = logging.getLogger("esvr")
 

@@ -14,7 +14,10 @@ one to one, so a teacher turn becomes a training target with `format_answer(**fi
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
+
+from tasks.domain.sim_prompts import STRATEGIES, SUPPORTER_SYSTEM, teacher_messages
 
 FORMAT_VERSION = "supporter-format-v1"
 
@@ -71,3 +74,52 @@ def response_of(text: str) -> str:
     is shown as it is rather than dropped; callers count malformed answers with `parse`)."""
     fields = parse(text)
     return fields["response"] if fields else (text or "").strip()
+
+
+# ------------------------------------------------------------------------------------------ the student's prompt
+#: What the supporter (student) is told besides the conversation: the format above, in words.
+ANSWER_INSTRUCTIONS = (
+    "You get the conversation so far, the values to help the seeker express, and a reference response written for "
+    "them. Answer in exactly five lines: " + "; ".join(f"'{LABELS[k]}: ...'" for k in LABELS) + ". In the third "
+    "line write Yes or No (does building on the reference fit this moment?), then ' - ' and why. The Response line "
+    "is the only thing the seeker sees."
+)
+
+#: Reasons written beside an *alternative* response: the teacher wrote one reason, for its own choice, and an
+#: alternative of the other choice needs its own (docs/supporter.md: how the adoption rate is set).
+ALT_REASONS = {
+    "Yes": "building on the reference fits this moment of the conversation",
+    "No": "the reference does not fit this moment; a reply of my own fits better",
+}
+ALT_RESPONSE_FIELD = {"Yes": "alt_response_with_reference", "No": "alt_response_without_reference"}
+
+
+def supporter_messages(history: Sequence[tuple[str, str]], target_values: Sequence[str],
+                       reference: str) -> list[dict[str, str]]:
+    """The supporter's prompt: its system prompt + the teacher's user message (the same conversation, target values
+    and reference the teacher saw, without the teacher's instructions)."""
+    user = teacher_messages(list(history), list(target_values), reference)[-1]
+    return [{"role": "system", "content": f"{SUPPORTER_SYSTEM} {ANSWER_INSTRUCTIONS}"}, user]
+
+
+def answer_variant(turn: dict[str, Any], adopt: str) -> tuple[str, bool]:
+    """The teacher turn's answer text for `adopt` ('Yes'/'No'): its own answer when it chose so, else the same
+    reasoning with the alternative response and the fixed alternative reason. Returns (text, is_alternative)."""
+    if turn["adopt_reference"] == adopt:
+        return format_answer(**turn), False
+    fields = {**turn, "adopt_reference": adopt, "adopt_reason": ALT_REASONS[adopt],
+              "response": turn[ALT_RESPONSE_FIELD[adopt]]}
+    return format_answer(**fields), True
+
+
+def answer_regex(max_chars: int | None = None, response_chars: int | None = None) -> str:
+    """Regex of a well-formed answer, for constrained decoding (vLLM `structured_outputs`, `esvr serve`): the five
+    labelled lines, Yes/No, one of the 8 strategies. Bounded line lengths make a tiny random model stop."""
+    def line(n: int | None) -> str:
+        return f"[^\\n]{{1,{n}}}" if n else "[^\\n]+"
+
+    free, resp = line(max_chars), line(response_chars)
+    strategies = "|".join(re.escape(s) for s in STRATEGIES)
+    return (f"{LABELS['issue_and_state']}: {free}\n{LABELS['reference_key_content']}: {free}\n"
+            f"{LABELS['adopt']}: (Yes|No){_DASH}{free}\n{LABELS['strategy']}: ({strategies})\n"
+            f"{LABELS['response']}: {resp}")

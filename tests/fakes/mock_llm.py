@@ -35,6 +35,7 @@ class MockState:
     timeout_sleep_s: float = 3.0
     fault_kinds: tuple[str, ...] = FAULTS  # which faults to draw from
     seed: int = 0
+    seeded: bool = False  # answers also depend on the request's `seed` (sampled candidates differ, as with a model)
     hits: int = 0
     faults: Counter = field(default_factory=Counter)
     hits_by_tag: Counter = field(default_factory=Counter)
@@ -113,7 +114,7 @@ def create_app(state: MockState) -> Any:
         if fault == "timeout":
             await asyncio.sleep(state.timeout_sleep_s)
             return PlainTextResponse("too late", status_code=504)
-        salt = repr(body.get("messages"))
+        salt = repr(body.get("messages")) + (f"/seed={body.get('seed')}" if state.seeded else "")
         rf = body.get("response_format") or {}
         so = body.get("structured_outputs") or {}
         if fault == "invalid_json":
@@ -168,7 +169,8 @@ def app_from_env() -> Any:
     import os
 
     return create_app(MockState(latency_s=float(os.environ.get("ESVR_MOCK_LATENCY", "0")),
-                                fault_rate=float(os.environ.get("ESVR_MOCK_FAULT_RATE", "0"))))
+                                fault_rate=float(os.environ.get("ESVR_MOCK_FAULT_RATE", "0")),
+                                seeded=os.environ.get("ESVR_MOCK_SEEDED", "0") == "1"))
 
 
 def main() -> None:  # pragma: no cover - used by the benchmark as a subprocess
@@ -182,8 +184,10 @@ def main() -> None:  # pragma: no cover - used by the benchmark as a subprocess
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--fault-rate", type=float, default=0.0)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--seeded", action="store_true", help="answers depend on the request seed too")
     a = ap.parse_args()
     os.environ["ESVR_MOCK_LATENCY"], os.environ["ESVR_MOCK_FAULT_RATE"] = str(a.latency), str(a.fault_rate)
+    os.environ["ESVR_MOCK_SEEDED"] = "1" if a.seeded else "0"
     uvicorn.run("tests.fakes.mock_llm:app_from_env", factory=True, host="127.0.0.1", port=a.port, workers=a.workers,
                 log_level="error", timeout_keep_alive=30)
 
