@@ -54,3 +54,61 @@ def write_simulated(root: Path, n_train: int = 4, n_val: int = 1, n_turns: int =
     personas = root / "personas" / "train.jsonl"
     write_jsonl(personas, [persona(i) for i in range(n_train + n_val)])
     return sim, personas
+
+
+def build_tiny_base(models: Path, hidden: int = 32, max_positions: int = 1024) -> Path:
+    """models/tokenizer and models/base as the base_model stage writes them (BPE on the fixture texts, ChatML with
+    generation markers, a 2-layer Llama from a config)."""
+    from tasks import base_model
+    from tasks.common.config import TinyArchParams
+    from tasks.domain import chat_template
+    from tasks.domain.supporter_format import ANSWER_INSTRUCTIONS, format_answer
+
+    texts = [*SEEKER_LINES, SUPPORTER_SYSTEM, ANSWER_INSTRUCTIONS, *VALUE_CATEGORIES, *STRATEGIES]
+    for i in range(6):
+        for t in dialogue(i)["turns"]:
+            texts += [format_answer(**t), t["alt_response_with_reference"], t["alt_response_without_reference"]]
+    tok = base_model.train_tokenizer(texts * 3, 600, 2, chat_template.template("chatml"))
+    chat_template.save_tokenizer(tok, models / "tokenizer")
+    arch = TinyArchParams(hidden_size=hidden, intermediate_size=2 * hidden, max_position_embeddings=max_positions)
+    base_model.build_tiny_llama(tok, arch, 1).save_pretrained(str(models / "base"))
+    chat_template.save_tokenizer(tok, models / "base")
+    return models
+
+
+#: Everything shrunk to seconds on a 32-wide model (merged over profiles/tiny.yaml).
+MICRO = {
+    "train": {"trainer": {"max_length": 1024, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
+                          "save_steps": 1000, "logging_steps": 1, "torch_threads": 1},
+              "supporter_sft": {"max_steps": 6, "learning_rate": 1.0e-2},
+              "supporter_eval": {"limit": 2, "max_new_tokens": 8, "batch_size": 2},
+              "supporter_dpo": {"max_steps": 4, "learning_rate": 1.0e-2},
+              "supporter_emotion_dpo": {"max_steps": 4, "learning_rate": 1.0e-2}},
+}
+
+
+def micro_params(extra: dict | None = None):  # noqa: ANN201 - tasks.common.config.Params
+    from tasks.common.config import _deep_merge, resolve_profile, validate
+
+    data, files = resolve_profile("tiny")
+    return validate(_deep_merge(_deep_merge(data, MICRO), extra or {}), files)
+
+
+def write_pairs(root: Path, kind: str, records: list[dict]) -> Path:
+    """data/pairs/<kind>/{train,validation}.jsonl in mine_pairs' format: per state, its Yes version over its No."""
+    from tasks.domain.supporter_format import answer_variant
+    from tasks.supporter.examples import turn_states
+
+    rows = []
+    for r in records:
+        for s in turn_states(r):
+            yes, no = answer_variant(s["teacher"], "Yes")[0], answer_variant(s["teacher"], "No")[0]
+            rows.append({"id": content_id([kind, r["id"], s["turn"]]), "kind": kind, "dialogue_id": r["id"],
+                         "state_id": content_id([r["id"], s["turn"]]), "turn": s["turn"], "delta": 1.0,
+                         "history": s["history"], "target_values": s["target_values"], "reference": s["reference"],
+                         "chosen": yes, "rejected": no})
+    d = root / kind
+    cut = max(1, len(rows) // 4)
+    write_jsonl(d / "train.jsonl", rows[cut:])
+    write_jsonl(d / "validation.jsonl", rows[:cut])
+    return root

@@ -60,22 +60,25 @@ def mine(state: np.ndarray, reward: np.ndarray, t_diff: float, per_continuation:
         idx = order[starts[sizes == g][:, None] + np.arange(g)[None, :]]  # (m, g)
         r = reward[idx]
         gap = r[:, :, None] - r[:, None, :]  # gap[s, a, b] = reward(a) - reward(b)
-        ok = (gap > t_diff + TIE_EPS) & ~np.eye(g, dtype=bool)[None]
-        if per_continuation is not None:
-            if cont_mask is None:
-                raise ValueError("per_continuation needs cont_mask")
-            pc, cm = per_continuation[idx], cont_mask[idx]  # (m, g, C)
-            both = cm[:, :, None, :] & cm[:, None, :, :]
-            reversed_ = (pc[:, :, None, :] - pc[:, None, :, :]) < -TIE_EPS
-            ok &= ~(reversed_ & both).any(axis=-1)
-        s, a, b = np.nonzero(ok)
+        ok = gap > t_diff + TIE_EPS
+        ok[:, np.arange(g), np.arange(g)] = False
+        s, a, b = np.nonzero(ok)  # row-major: by state, then chosen, then rejected position
         parts.append((idx[s, a], idx[s, b], gap[s, a, b]))
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return Pairs(empty, empty.copy(), np.zeros(0))
     chosen, rejected, delta = (np.concatenate(x) for x in zip(*parts, strict=True))
-    o = np.lexsort((rejected, chosen, state[chosen]))
-    return Pairs(chosen[o], rejected[o], delta[o])
+    if per_continuation is not None:  # only on the pairs that passed the gap test: far fewer than all (a, b)
+        if cont_mask is None:
+            raise ValueError("per_continuation needs cont_mask")
+        both = cont_mask[chosen] & cont_mask[rejected]
+        reversed_ = (per_continuation[chosen] - per_continuation[rejected]) < -TIE_EPS
+        keep = ~(reversed_ & both).any(axis=1)
+        chosen, rejected, delta = chosen[keep], rejected[keep], delta[keep]
+    if len(parts) > 1:  # one state size is already in (state, chosen, rejected) order
+        o = np.lexsort((rejected, chosen, state[chosen]))
+        chosen, rejected, delta = chosen[o], rejected[o], delta[o]
+    return Pairs(chosen, rejected, delta)
 
 
 def cap_per_state(pairs: Pairs, state: np.ndarray, k: int) -> Pairs:
