@@ -112,3 +112,39 @@ def write_pairs(root: Path, kind: str, records: list[dict]) -> Path:
     write_jsonl(d / "train.jsonl", rows[cut:])
     write_jsonl(d / "validation.jsonl", rows[:cut])
     return root
+
+
+def build_annotators(root: Path, mirror: Path) -> tuple[Path, Path]:
+    """Untrained annotators (MiniLM + fresh heads) in the real folder format: the scoring path, not its quality."""
+    import numpy as np
+
+    from tasks.annotators import classifier as A
+
+    names = A.read_emotion_names(mirror / "goemotions" / "emotions.txt")
+    vm = A.MeanPoolClassifier.from_base("minilm", list(VALUE_CATEGORIES), 64)
+    vm.save(root / "values", np.full(20, 0.5))
+    em = A.MeanPoolClassifier.from_base("minilm", names, 64)
+    em.save(root / "emotion", np.full(28, 0.5))
+    (root / "emotion" / "sentiment_dict.json").write_text((mirror / "goemotions" / "sentiment_dict.json").read_text())
+    return root / "values", root / "emotion"
+
+
+def rollout_params_file(tmp: Path, url: str, values: Path, emotion: Path, **rollouts) -> Path:
+    """A params file whose every LLM role (the supporter included) talks to the mock at `url`."""
+    import yaml
+
+    from tasks.common.config import resolve_profile
+
+    data, _ = resolve_profile("tiny")
+    data["llm"]["local_models"] = {}
+    for role in data["llm"]["roles"].values():
+        role.update(base_url=url, model="mock")
+    data["llm"].update(cache_dir=str(tmp / "llm-cache"), max_concurrency=4, timeout_s=5.0)
+    r = data["supporter"]["rollouts"]
+    r.update(max_states=6, candidates=3, continuations=2, horizon=2, shard_size=2, constrain_format=False)
+    r["supporter"].update(base_url=url, model="mock")
+    r.update(rollouts)
+    data["annotate"].update(value_model=str(values), emotion_model=str(emotion), batch_size=16, max_length=32)
+    p = tmp / "params.yaml"
+    p.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return p

@@ -158,7 +158,8 @@ def run(rollouts_dir: Path, out_dir: Path, rcfg: SupporterRewardParams, pcfg: Su
         {"state_id": s.state_ids[s.state[i]], "candidate_id": s.candidate_ids[i], "eligible": bool(ok[i]),
          "value": float(rew["value"].reward[i]), "emotion": float(rew["emotion"].reward[i]),
          "value_n": rew["value"].per_turn[i][s.cont_mask[i]].tolist()} for i in range(s.n)])
-    raw = {"delta": {k: found[k].delta.tolist() for k in KINDS}, "reward": {k: rew[k].reward.tolist() for k in KINDS}}
+    raw: dict[str, dict[str, list[float]]] = {"delta": {k: found[k].delta.tolist() for k in KINDS},
+                                              "reward": {k: rew[k].reward.tolist() for k in KINDS}}
     return metrics, raw
 
 

@@ -76,7 +76,7 @@ def assert_reference_setup(trainer: Any, sft_dir: Path) -> None:
     elif "ref" in model.peft_config:
         problems.append("TRL added a 'ref' adapter (a loaded adapter was passed instead of a fresh peft_config)")
     else:
-        base = Path(str(model.get_base_model().config._name_or_path)).resolve()
+        base = Path(str(getattr(model.get_base_model().config, "_name_or_path", ""))).resolve()
         if base != sft_dir.resolve():
             problems.append(f"the policy's base is {base}, not the SFT supporter {sft_dir}")
     if problems:
@@ -112,7 +112,10 @@ def run_supporter_dpo(cfg: Any, kind: Kind = "value", pairs_dir: Path | None = N
     probe = (fit_val.rows or rows)[:PROBE_PAIRS]
     ref: dict[str, list[float]] = {}
 
+    holder: dict[str, Any] = {}
+
     def on_trainer(trainer: Any) -> None:
+        holder["trainer"] = trainer
         ex.check_dpo_dataset(trainer.train_dataset, rows, ml, stage)
         assert_reference_setup(trainer, sft_dir)
         ref["before"] = reference_logps(trainer, probe, tok, ml)
@@ -121,10 +124,9 @@ def run_supporter_dpo(cfg: Any, kind: Kind = "value", pairs_dir: Path | None = N
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             ref["after"] = reference_logps(holder["trainer"], probe, tok, ml)
 
-    holder: dict[str, Any] = {}
     res = trainers.dpo(rows, str(sft_dir), tok, scfg, t.trainer, t.lora, cfg.seed, models / out_name,
                        ckpt_root / stage, eval_pairs=fit_val.rows or None, dtype=cfg.base_model.dtype,
-                       callbacks=[AfterTraining()], on_trainer=lambda tr: (holder.update(trainer=tr), on_trainer(tr)))
+                       callbacks=[AfterTraining()], on_trainer=on_trainer)
 
     # SFT vs DPO on held-out pairs (validation dialogues; the training pairs when there are none)
     held = fit_val.rows or rows
