@@ -22,15 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.common.config import RolloutsParams
 from tasks.llm.client import LLM, Role, free_port, wait_healthy
 from tasks.simulate import Progress
 from tasks.supporter import rollouts
+from tests.params import group
 from tests.supporter_data import dialogue, persona
 
-CFG = RolloutsParams(states_per_dialogue=1, max_states=0, candidates=4, continuations=2, horizon=2,
-                     supporter={"base_url": "local", "model": "mock", "temperature": 1.0, "max_tokens": 100},
-                     supporter_model="-", constrain_format=False, shard_size=64, max_failed_fraction=0.0)
+#: The paper profile's shape (K = 4, 2 continuations) at h = 2, every call to the mock.
+CFG = group("supporter.rollouts", states_per_dialogue=1, max_states=0, candidates=4, continuations=2, horizon=2,
+            constrain_format=False, shard_size=64, max_failed_fraction=0.0)
 
 
 def measure(url: str, n_states: int, concurrency: int, work: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from prefect import flow
 from tasks import annotate
 from tasks.common import paths
 from tasks.common.io import write_json
-from tasks.common.orchestration import stage_params
+from tasks.common.orchestration import runner_params, stage_params
 from tasks.common.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -19,13 +19,11 @@ log = logging.getLogger(__name__)
 def annotate_flow(params_file: str = "params.yaml") -> dict:
     cfg_all = stage_params("annotate", paths.ROOT / params_file)
     cfg = cfg_all.annotate
-    if cfg is None:
-        raise ValueError(f"{params_file}: params group 'annotate' missing; copy it from profiles/tiny.yaml")
     log.info("annotate: %s", cfg.model_dump())
     with stage_run("annotate", cfg_all.profile, cfg_all.tracking.experiment, params={"annotate": cfg.model_dump()}):
         import mlflow
 
-        summary = annotate.annotate_all(cfg)
+        summary = annotate.annotate_all(cfg, runner=runner_params(paths.ROOT / params_file))
         rate = summary["utterances"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
         metrics = {k: v for k, v in summary.items() if isinstance(v, int | float)}
         metrics["utterances_per_second"] = rate

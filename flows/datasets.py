@@ -14,7 +14,7 @@ from tasks import datasets
 from tasks.common import paths
 from tasks.common.io import write_json
 from tasks.common.orchestration import stage_params
-from tasks.common.tracking import stage_run
+from tasks.common.tracking import numeric_leaves, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def datasets_flow(params_file: str = "params.yaml") -> dict[str, Any]:
         import mlflow
 
         report = datasets.build_task()(cfg.datasets, cfg.seed)
-        mlflow.log_metrics(datasets.flat_metrics(metrics_of(report)))
+        mlflow.log_metrics(numeric_leaves(metrics_of(report), "datasets"))
         mlflow.set_tag("datasets.length_measure", report["length_measure"])
         log_mlflow_inputs(datasets.OUT_DIR)
         write_json(paths.METRICS / "datasets.json", metrics_of(report))

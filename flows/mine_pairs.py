@@ -28,7 +28,7 @@ def run_stage(params_file: str | Path = "params.yaml", rollouts_dir: Path | None
                            "supporter.rollouts.horizon": sup.rollouts.horizon}):
         import mlflow
 
-        metrics, raw = mine_pairs.run(rollouts_dir or paths.DATA / "rollouts", out_dir or paths.DATA / "pairs",
+        metrics, raw = mine_pairs.run(rollouts_dir or paths.ROLLOUTS, out_dir or paths.PAIRS,
                                       sup.reward, sup.pairs, sup.rollouts.horizon,
                                       paths.ROOT / cfg.annotate.value_model, cfg.seed)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})

@@ -22,7 +22,7 @@ def run_stage(params_file: str | Path = "params.yaml", out_dir: Path | None = No
               metrics_file: Path | None = None) -> dict[str, Any]:
     """The stage without Prefect (the flow and `esvr personas` call this)."""
     cfg = stage_params("personas", paths.ROOT / params_file)
-    out_dir = out_dir or paths.DATA / "personas"
+    out_dir = out_dir or paths.PERSONAS
     log.info("personas: %s", cfg.personas.model_dump())
     group = {"personas": cfg.personas.model_dump(), "llm": cfg.llm.model_dump()}
     with stage_run("personas", cfg.profile, cfg.tracking.experiment, params=group) as _:

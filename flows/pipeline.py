@@ -1,8 +1,10 @@
 """The whole DAG as one Prefect flow that follows dvc.yaml: DVC orders the stages and decides which are stale.
 
 The flow keeps no copy of the graph: it asks DVC for the stages in dependency order and runs
-`dvc repro --single-item STAGE` for each, so an up-to-date stage costs one DVC check. This is what a Prefect
-deployment schedules (see flows/deploy.py).
+`dvc repro --single-item STAGE` for each, so an up-to-date stage costs one DVC check. This is what the Prefect
+deployment `pipeline/nightly` schedules (prefect.yaml): with `profile` it first makes that profile the active
+params.yaml, and with `push` it ends with `dvc push` to the configured remote and tags every MLflow run it started
+with the hash of the resulting dvc.lock (`dvc.lock_sha`), so a run in the UI names the exact reproduced state.
 """
 
 from __future__ import annotations
@@ -45,10 +47,14 @@ def _dvc() -> str:
     return str(exe) if exe.exists() else "dvc"
 
 
-def _child_env(root: Path) -> dict[str, str]:
+def _child_env(root: Path, pipeline_run: str | None = None) -> dict[str, str]:
     """Stage processes report to this flow's Prefect API (one server, one place to look) and use `root`."""
+    from tasks.common.tracking import PIPELINE_RUN_ENV
+
     env = os.environ.copy()
     env["ESVR_ROOT"] = str(root)
+    if pipeline_run:
+        env[PIPELINE_RUN_ENV] = pipeline_run  # the stage's MLflow run is tagged with it (tracking.stage_run)
     env.setdefault(paths.MIRROR_ENV, str(paths.mirror_dir()))  # resolved here, where ../shared is known to sit
     if root != paths.ROOT:  # a copy of the project (tests, worktrees): import its code, not the installed one
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
@@ -69,13 +75,13 @@ def _child_env(root: Path) -> dict[str, str]:
 
 
 @task(name="dvc-repro", retries=0)  # never retry a training blindly; DVC resumes from what is already done
-def repro_stage(name: str, force: bool = False, root: str | None = None) -> str:
+def repro_stage(name: str, force: bool = False, root: str | None = None, pipeline_run: str | None = None) -> str:
     where = Path(root) if root else paths.ROOT
     cmd = [_dvc(), "repro", "--single-item", name] + (["--force"] if force else [])
     log.info("$ %s", " ".join(cmd))
     # Stream the stage's output as it comes (training progress, counts) and keep the tail for the error message.
     tail: deque[str] = deque(maxlen=200)
-    with subprocess.Popen(cmd, cwd=where, env=_child_env(where), text=True, stdout=subprocess.PIPE,
+    with subprocess.Popen(cmd, cwd=where, env=_child_env(where, pipeline_run), text=True, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, bufsize=1) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -89,13 +95,45 @@ def repro_stage(name: str, force: bool = False, root: str | None = None) -> str:
     return "up-to-date" if "didn't change, skipping" in out else "ran"
 
 
+@task(name="dvc-push", retries=2, retry_delay_seconds=30)  # a remote (S3) can fail transiently; pushing is idempotent
+def push_outputs(root: str | None = None) -> str:
+    where = Path(root) if root else paths.ROOT
+    res = subprocess.run([_dvc(), "push"], cwd=where, env=_child_env(where), capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"dvc push failed (exit {res.returncode}); check `dvc remote list`:\n{res.stderr[-4000:]}")
+    log.info("dvc push: %s", res.stdout.strip().splitlines()[-1:] or "nothing to push")
+    return res.stdout.strip()
+
+
+def _pipeline_run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or "local")
+
+
 @flow(name="pipeline")
-def pipeline_flow(targets: list[str] | None = None, force: bool = False, root: str | None = None) -> dict[str, str]:
-    """Reproduce the DAG of the project at `root` (default: this project) stage by stage."""
+def pipeline_flow(targets: list[str] | None = None, force: bool = False, root: str | None = None,
+                  profile: str | None = None, push: bool = False) -> dict[str, str]:
+    """Reproduce the DAG of the project at `root` (default: this project) stage by stage; see the module doc for
+    `profile` and `push`."""
+    from tasks.common import tracking
+
+    where = Path(root) if root else paths.ROOT
+    if profile:
+        from tasks.common.config import use_profile
+
+        use_profile(profile, where / "params.yaml")
+        log.info("params.yaml = profile %s", profile)
+    run_id = _pipeline_run_id()
     order = dvc_stage_order(Path(root) if root else None, targets=targets)
     log.info("stages in order: %s", order)
     results: dict[str, str] = {}
     for name in order:
-        results[name] = repro_stage(name, force=force, root=root)
+        results[name] = repro_stage(name, force=force, root=root, pipeline_run=run_id)
         log.info("%s: %s", name, results[name])
+    if push:
+        push_outputs(root)
+        lock = tracking.lock_file_hash(where)
+        n = tracking.tag_pipeline_runs(run_id, {"dvc.lock_sha": lock}, root=where if root else None)
+        log.info("tagged %d MLflow runs of pipeline run %s with dvc.lock %s", n, run_id, lock)
     return results

@@ -27,9 +27,9 @@ def run_stage(params_file: str | Path = "params.yaml", out_dir: Path | None = No
     """The stage (the flow and `esvr supporter rollouts` call this)."""
     cfg = stage_params("rollouts", paths.ROOT / params_file)
     rc = cfg.supporter.rollouts
-    out_dir = out_dir or paths.DATA / "rollouts"
-    sim_dir = sim_dir or paths.DATA / "simulated"
-    persona_file = persona_file or paths.DATA / "personas" / "train.jsonl"
+    out_dir = out_dir or paths.ROLLOUTS
+    sim_dir = sim_dir or paths.SIMULATED
+    persona_file = persona_file or paths.PERSONAS / "train.jsonl"
     train = sim_dir / "train.jsonl"
     if not train.is_file():
         raise rollouts.RolloutError(f"{train}: missing; run `dvc repro simulate`")
@@ -49,7 +49,7 @@ def run_stage(params_file: str | Path = "params.yaml", out_dir: Path | None = No
                                   "stopped_by_budget": False}
         ledger: dict[str, float] = {}
         rows: list[dict[str, Any]] = []
-        with open_llm(llm_params, rollouts.ROLES, paths.ROOT, log_dir=cache) as llm0:
+        with open_llm(llm_params, rollouts.ROLES, paths.ROOT, log_dir=cache, served=cfg.serving.adapters) as llm0:
             roles = llm0.roles  # resolved once: the local server's URL and the model fingerprints
             endpoint = {n: dataclasses.asdict(r) for n, r in roles.items()}
             spent = 0.0

@@ -25,15 +25,15 @@ def run_stage(params_file: str | Path = "params.yaml", personas: int | None = No
     sim_cfg = cfg.simulate.model_dump()
     if personas:
         sim_cfg["personas"] = personas
-    out_dir = out_dir or paths.DATA / "simulated"
-    persona_file = persona_file or paths.DATA / "personas" / "train.jsonl"
+    out_dir = out_dir or paths.SIMULATED
+    persona_file = persona_file or paths.PERSONAS / "train.jsonl"
     log.info("simulate: %s (personas from %s)", sim_cfg, persona_file)
     with stage_run("simulate", cfg.profile, cfg.tracking.experiment,
                    params={"simulate": sim_cfg, "llm": cfg.llm.model_dump()}) as _:
         import mlflow
 
         cache = paths.ROOT / cfg.llm.cache_dir
-        with open_llm(cfg.llm, simulate.ROLES, paths.ROOT, log_dir=cache) as llm:
+        with open_llm(cfg.llm, simulate.ROLES, paths.ROOT, log_dir=cache, served=cfg.serving.adapters) as llm:
             report = simulate.run(llm, persona_file, out_dir, sim_cfg, cfg.seed, cache / "progress",
                                   cfg.llm.max_concurrency)
             report.update(llm.ledger.metrics())

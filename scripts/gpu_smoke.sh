@@ -27,4 +27,13 @@ WORK="${ESVR_SMOKE_DIR:-$(mktemp -d /tmp/esvr-gpu-smoke.XXXX)}"
 mkdir -p "$WORK"
 PY="${PYTHON:-python}"
 "$PY" -m tasks.ops.gpu_smoke "$WORK"
+# vLLM serving of the real base + the smoke's SFT LoRA adapter (a random: model's weights are deleted above)
+if [[ "${ESVR_SMOKE_MODEL:-}" == random:* ]]; then
+  echo "gpu_smoke: serving smoke needs real base weights (ESVR_SMOKE_MODEL=hub id or folder): skipped" >&2
+elif command -v vllm >/dev/null 2>&1 && [ -z "${ESVR_SMOKE_SKIP_SERVE:-}" ]; then
+  ESVR_SMOKE_BASE="${ESVR_SMOKE_MODEL:-}" ESVR_SMOKE_ADAPTERS="${ESVR_SMOKE_ADAPTERS:-sft=$WORK/rg_sft/adapter}" \
+    "$PY" -m tasks.ops.serve_smoke
+else
+  echo "gpu_smoke: vllm not on PATH: serving smoke skipped (docker/Dockerfile.gpu installs it)" >&2
+fi
 echo "gpu_smoke: outputs in $WORK (adapters, tokenizer; merged folders of a hub model are ~16 GB each: delete when done)" >&2

@@ -22,16 +22,17 @@ import numpy as np
 
 from tasks.annotators import classifier as annotators
 from tasks.common import paths, registry
+from tasks.common.config import AnnotateParams, OrchestrationParams
 from tasks.common.hashing import sha256_file, sha256_tree
 from tasks.common.io import read_jsonl, write_jsonl
-from tasks.common.orchestration import shard_task
+from tasks.common.orchestration import map_shards, shard_task
 
 log = logging.getLogger(__name__)
 
 #: Bump when the output record or the inference logic changes in a way the task source hash would not show.
 CACHE_VERSION = f"annotate-v1/{annotators.FORMAT_VERSION}"
-THREADS_DIR = paths.DATA / "threads" / "shards"
-OUT_DIR = paths.DATA / "annotated" / "shards"
+THREADS_DIR = paths.THREADS / "shards"
+OUT_DIR = paths.ANNOTATED / "shards"
 
 
 class AnnotateError(RuntimeError):
@@ -76,7 +77,7 @@ def model_version(uri: str) -> str:
     return sha256_tree(registry.resolve(uri))[:16]
 
 
-def annotate_texts(texts: list[str], models: Models, cfg: Any) -> dict[str, np.ndarray]:
+def annotate_texts(texts: list[str], models: Models, cfg: AnnotateParams) -> dict[str, np.ndarray]:
     """values (n x 20), emotions (n x 28), positivity and neg_intensity (n) for a list of texts."""
     ids_v = models.values.encode(texts, cfg.max_length)["input_ids"] if texts else []
     ids_e = ids_v if models.same_tokenizer else (models.emotions.encode(texts, cfg.max_length)["input_ids"] if texts else [])
@@ -86,7 +87,7 @@ def annotate_texts(texts: list[str], models: Models, cfg: Any) -> dict[str, np.n
     return {"values": vals, "emotions": emos, "positivity": pos, "neg_intensity": neg}
 
 
-def annotate_threads(threads: Iterable[dict[str, Any]], models: Models, cfg: Any) -> tuple[list[dict[str, Any]], int]:
+def annotate_threads(threads: Iterable[dict[str, Any]], models: Models, cfg: AnnotateParams) -> tuple[list[dict[str, Any]], int]:
     """One output record per utterance that has text (CONTRACTS order), and the count of utterances skipped."""
     keys: list[tuple[str, str]] = []
     texts: list[str] = []
@@ -109,7 +110,7 @@ def annotate_threads(threads: Iterable[dict[str, Any]], models: Models, cfg: Any
     return recs, bad
 
 
-def run_shard(in_path: str | Path, out_path: str | Path, models: Models, cfg: Any) -> dict[str, Any]:
+def run_shard(in_path: str | Path, out_path: str | Path, models: Models, cfg: AnnotateParams) -> dict[str, Any]:
     """Annotate one thread shard into `out_path` (atomic write); returns counters."""
     t0 = time.time()
     threads = list(read_jsonl(in_path))
@@ -127,12 +128,13 @@ def run_shard(in_path: str | Path, out_path: str | Path, models: Models, cfg: An
 
 @shard_task(name="annotate-shard", retries=0)
 def annotate_shard(in_path: str, shard_hash: str, out_path: str, value_uri: str, emotion_uri: str,
-                   model_versions: dict[str, str], cfg: dict[str, Any], cache_version: str = CACHE_VERSION) -> dict[str, Any]:
+                   model_versions: dict[str, str], cfg: AnnotateParams,
+                   cache_version: str = CACHE_VERSION) -> dict[str, Any]:
     """Prefect task for one shard. Cache key: shard hash + model versions + params + cache_version (+ paths)."""
-    from tasks.common.config import AnnotateParams
+    from tasks.common.determinism import set_threads
 
-    c = AnnotateParams(**cfg)
-    return run_shard(in_path, out_path, load_models(value_uri, emotion_uri), c)
+    set_threads(cfg.num_threads)  # the same thread count in a Dask/Ray worker as in the stage: identical floats
+    return run_shard(in_path, out_path, load_models(value_uri, emotion_uri), cfg)
 
 
 def shard_inputs(threads_dir: Path | None = None, limit: int = 0) -> list[Path]:
@@ -144,25 +146,24 @@ def shard_inputs(threads_dir: Path | None = None, limit: int = 0) -> list[Path]:
     return shards[:limit] if limit else shards
 
 
-def annotate_all(cfg: Any, threads_dir: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
-    """Annotate every shard through the cached per-shard task; drop outputs of shards that no longer exist."""
+def annotate_all(cfg: AnnotateParams, threads_dir: Path | None = None, out_dir: Path | None = None,
+                 runner: OrchestrationParams | None = None, cache_version: str = CACHE_VERSION) -> dict[str, Any]:
+    """Annotate every shard through the cached per-shard task on `runner` (threads, Dask or Ray: the outputs are the
+    same); drop outputs of shards that no longer exist."""
     out_dir = out_dir or OUT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     shards = shard_inputs(threads_dir, cfg.limit_shards)
     versions = {"values": model_version(cfg.value_model), "emotions": model_version(cfg.emotion_model)}
-    import torch
-
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     summary: dict[str, Any] = {"shards": len(shards), "cached": 0, "annotated": 0, "utterances": 0, "skipped": 0,
                                "seconds": 0.0}
     t0 = time.time()
-    for s in shards:
-        out = out_dir / s.name
-        kwargs = dict(in_path=str(s), shard_hash=sha256_file(s), out_path=str(out), value_uri=cfg.value_model,
-                      emotion_uri=cfg.emotion_model, model_versions=versions, cfg=cfg.model_dump())
-        state = annotate_shard(**kwargs, return_state=True)
-        if state.name == "Cached" and not out.is_file():  # the cache remembers a file someone deleted: redo it
+    calls: list[dict[str, Any]] = [dict(in_path=str(s), shard_hash=sha256_file(s), out_path=str(out_dir / s.name),
+                  value_uri=cfg.value_model,
+                  emotion_uri=cfg.emotion_model, model_versions=versions, cfg=cfg,
+                  cache_version=cache_version) for s in shards]
+    states = map_shards(annotate_shard, calls, runner)
+    for kwargs, state in zip(calls, states, strict=True):
+        if state.name == "Cached" and not Path(kwargs["out_path"]).is_file():  # the cache remembers a deleted file
             state = annotate_shard.with_options(refresh_cache=True)(**kwargs, return_state=True)
         res = state.result()
         summary["cached" if state.name == "Cached" else "annotated"] += 1

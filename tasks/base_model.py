@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common import paths
+from tasks.common.config import BaseModelParams, TinyArchParams, TrainRunParams
 from tasks.common.io import read_json, read_jsonl, write_json
 from tasks.domain.chat_template import SPECIAL_TOKENS, TemplateError, save_tokenizer, template
+from tasks.train import trainers
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int, t
     return tok
 
 
-def build_tiny_llama(tok: Any, arch: Any, seed: int) -> Any:
+def build_tiny_llama(tok: Any, arch: TinyArchParams, seed: int) -> Any:
     """A small LlamaForCausalLM sized by params (`base_model.tiny`), initialised deterministically from `seed`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -98,12 +100,13 @@ def resolve_base(base_dir: str | Path) -> str:
     return str(base_dir)
 
 
-def run(cfg: Any, seed: int, trainer_cfg: Any, shards_dir: Path | None = None, tok_dir: Path | None = None,
+def run(cfg: BaseModelParams, seed: int, trainer_args: dict[str, Any], train_run: TrainRunParams,
+        shards_dir: Path | None = None, tok_dir: Path | None = None,
         base_dir: Path | None = None, ckpt_dir: Path | None = None) -> dict[str, Any]:
     """Build (tiny) or point at (hub) the base model and save the tokenizer + template; returns metrics."""
-    shards_dir = shards_dir or paths.DATA / "threads" / "shards"
-    tok_dir = tok_dir or paths.MODELS / "tokenizer"
-    base_dir = base_dir or paths.MODELS / "base"
+    shards_dir = shards_dir or paths.THREADS / "shards"
+    tok_dir = tok_dir or paths.TOKENIZER
+    base_dir = base_dir or paths.BASE
     template_text = template(cfg.chat_template)
     report: dict[str, Any] = {}
     if cfg.source == "hub":
@@ -124,10 +127,10 @@ def run(cfg: Any, seed: int, trainer_cfg: Any, shards_dir: Path | None = None, t
     model = build_tiny_llama(tok, cfg.tiny, seed)
     report.update(vocab_size=len(tok), corpus_texts=len(texts), n_params=sum(p.numel() for p in model.parameters()))
     if cfg.tiny.pretrain_steps > 0:
-        from tasks.train import trainers
 
-        res = trainers.pretrain(texts, model, tok, cfg.tiny, trainer_cfg, seed, base_dir,
-                                ckpt_dir or paths.ROOT / "checkpoints" / "base_model")
+
+        res = trainers.pretrain(texts, model, tok, cfg.tiny, trainer_args, train_run, seed, base_dir,
+                                ckpt_dir or paths.CHECKPOINTS / "base_model")
         report.update(pretrain_loss=res.train_loss, pretrain_steps=res.global_step, pretrain_seconds=res.seconds)
     else:
         model.save_pretrained(str(base_dir))

@@ -44,9 +44,9 @@ CACHE_VERSION = "datasets-v1"
 DATASETS = ("tvd", "rg_sft", "rg_pairs")
 #: Spare rejected candidates kept per example (x max_rejected_per_example) for the length filter to choose from.
 REJECTED_POOL_FACTOR = 4
-THREADS_DIR = paths.DATA / "threads"
-ANNOTATED_DIR = paths.DATA / "annotated"
-OUT_DIR = paths.DATA / "datasets"
+THREADS_DIR = paths.THREADS
+ANNOTATED_DIR = paths.ANNOTATED
+OUT_DIR = paths.DATASETS
 
 TokenCounter = Callable[[list[dict[str, str]], bool], int]
 
@@ -600,21 +600,6 @@ def run(cfg: Any, seed: int, threads_dir: Path | None = None, annotated_dir: Pat
     report = {"extraction": extraction, **stats, "value_thresholds": thresholds, "value_top_k": cfg.value_top_k, "length_measure": token_desc, "prompt_version": prompts.PROMPT_VERSION}
     write_json(out_dir / "stats.json", report)
     return report
-
-
-def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """Numeric leaves of the stats as dotted keys (MLflow metric names)."""
-    out: dict[str, float] = {}
-
-    def walk(d: Any, prefix: str) -> None:
-        if isinstance(d, dict):
-            for k, v in d.items():
-                walk(v, f"{prefix}.{re.sub(r'[^A-Za-z0-9_.-]+', '_', str(k))}" if prefix else str(k))
-        elif isinstance(d, (int, float)) and not isinstance(d, bool):
-            out[prefix] = float(d)
-
-    walk(report, "datasets")
-    return out
 
 
 def iter_records(out_dir: Path, name: str) -> Iterable[tuple[str, dict[str, Any]]]:

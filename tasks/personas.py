@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from tasks.common.config import PersonasParams
 from tasks.common.hashing import content_id
 from tasks.common.io import read_jsonl, write_jsonl
 from tasks.domain.sim_prompts import SIM_PROMPT_VERSION, persona_messages, persona_schema
@@ -127,7 +128,7 @@ def split(personas: list[dict], eval_fraction: float, seed: int) -> tuple[list[d
 
 
 # ------------------------------------------------------------------------------------------ I/O shell
-def run(llm: LLM, cfg: Any, seed: int, external: Path, out_dir: Path) -> dict[str, Any]:
+def run(llm: LLM, cfg: PersonasParams, seed: int, external: Path, out_dir: Path) -> dict[str, Any]:
     esconv, cards = load_seeds(external / "esconv" / "train.json", external / "seeker_personas" / "card_high_en.json")
     problem_types = sorted({s["hint"]["problem_type"] for s in esconv})
     emotion_types = sorted({s["hint"]["emotion_type"] for s in esconv})

@@ -60,7 +60,7 @@ def build_tiny_base(models: Path, hidden: int = 32, max_positions: int = 1024) -
     """models/tokenizer and models/base as the base_model stage writes them (BPE on the fixture texts, ChatML with
     generation markers, a 2-layer Llama from a config)."""
     from tasks import base_model
-    from tasks.common.config import TinyArchParams
+    from tests.params import group
     from tasks.domain import chat_template
     from tasks.domain.supporter_format import ANSWER_INSTRUCTIONS, format_answer
 
@@ -70,7 +70,8 @@ def build_tiny_base(models: Path, hidden: int = 32, max_positions: int = 1024) -
             texts += [format_answer(**t), t["alt_response_with_reference"], t["alt_response_without_reference"]]
     tok = base_model.train_tokenizer(texts * 3, 600, 2, chat_template.template("chatml"))
     chat_template.save_tokenizer(tok, models / "tokenizer")
-    arch = TinyArchParams(hidden_size=hidden, intermediate_size=2 * hidden, max_position_embeddings=max_positions)
+    arch = group("base_model.tiny", hidden_size=hidden, intermediate_size=2 * hidden,
+                 max_position_embeddings=max_positions)
     base_model.build_tiny_llama(tok, arch, 1).save_pretrained(str(models / "base"))
     chat_template.save_tokenizer(tok, models / "base")
     return models
@@ -79,11 +80,12 @@ def build_tiny_base(models: Path, hidden: int = 32, max_positions: int = 1024) -
 #: Everything shrunk to seconds on a 32-wide model (merged over profiles/tiny.yaml).
 MICRO = {
     "train": {"trainer": {"max_length": 1024, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
-                          "save_steps": 1000, "logging_steps": 1, "torch_threads": 1},
-              "supporter_sft": {"max_steps": 6, "learning_rate": 1.0e-2},
+                          "save_steps": 1000, "logging_steps": 1},
+              "run": {"torch_threads": 1},
+              "supporter_sft": {"args": {"max_steps": 6, "learning_rate": 1.0e-2, "max_length": 1024}},
               "supporter_eval": {"limit": 2, "max_new_tokens": 8, "batch_size": 2},
-              "supporter_dpo": {"max_steps": 4, "learning_rate": 1.0e-2},
-              "supporter_emotion_dpo": {"max_steps": 4, "learning_rate": 1.0e-2}},
+              "supporter_dpo": {"args": {"max_steps": 4, "learning_rate": 1.0e-2, "max_length": 1024}},
+              "supporter_emotion_dpo": {"args": {"max_steps": 4, "learning_rate": 1.0e-2, "max_length": 1024}}},
 }
 
 

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import typer
 
+from tasks.common import paths
+
 values_app = typer.Typer(help="Value detector (Touché23 categories): evaluate and predict.", no_args_is_help=True)
 emotions_app = typer.Typer(help="Emotion model (GoEmotions): evaluate and predict.", no_args_is_help=True)
 analyze_app = typer.Typer(help="Analyses of public data with the annotators.", no_args_is_help=True)
 
-VALUE_MODEL = "models/value_detector"
-EMOTION_MODEL = "models/emotion"
+VALUE_MODEL = str(paths.VALUE_DETECTOR.relative_to(paths.ROOT))
+EMOTION_MODEL = str(paths.EMOTION.relative_to(paths.ROOT))
 
 
 def _fail(msg: str) -> None:
@@ -130,18 +132,21 @@ def emotions_predict(
 @analyze_app.command("esconv")
 def analyze_esconv(
     data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="Folder with ESConv train/valid/test.json"),
-    model: str = typer.Option(VALUE_MODEL, "--model", help="Value detector folder or MLflow URI."),
-    last_turns: int = typer.Option(4, help="Seeker turns counted at the end of each conversation."),
-    test: str = typer.Option("mannwhitney", help="mannwhitney | welch"),
-    threshold: float = typer.Option(0.0, help="One fixed value-presence cut (0 = the detector's thresholds.json)."),
+    model: str = typer.Option(None, "--model", help="Value detector folder or MLflow URI (default: params)."),
+    last_turns: int = typer.Option(None, help="Seeker turns counted at the end of each conversation (default: params)."),
+    test: str = typer.Option(None, help="mannwhitney | welch (default: params)."),
+    threshold: float = typer.Option(None, help="One fixed value-presence cut (0 = the detector's own rule)."),
 ) -> None:
-    """High-effect (intensity 5 -> 1-2) vs low-effect (5 -> 3-5) seekers: positive values in their last turns."""
+    """High-effect (intensity 5 -> 1-2) vs low-effect (5 -> 3-5) seekers: positive values in their last turns.
+    Unset options take the `esconv_analysis` group of params.yaml."""
     from tasks import esconv_analysis as esconv
-    from tasks.common.config import EsconvAnalysisParams
+    from tasks.common.config import load_params
 
-    cfg = EsconvAnalysisParams(model=model, last_turns=last_turns, test=test, presence_threshold=threshold)
+    base = load_params().esconv_analysis
+    given = {"model": model, "last_turns": last_turns, "test": test, "presence_threshold": threshold}
+    cfg = type(base).model_validate({**base.model_dump(), **{k: v for k, v in given.items() if v is not None}})
     try:
-        res = esconv.run(data, model, cfg)
+        res = esconv.run(data, cfg.model, cfg)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     _emit(res)

@@ -6,39 +6,46 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from tasks.common.config import CrawlParams
 
 app = typer.Typer(help="Reddit ingestion: Pushshift dumps, thread tables, live praw -> pseudonymised thread store.",
                   no_args_is_help=True)
 log = logging.getLogger(__name__)
 
 
-def _settings(params: Path | None, **over: Any) -> tuple[dict[str, Any], int]:
-    """The crawl group of the params file (schema defaults when absent) with CLI overrides, and the seed."""
+def _settings(params: Path | None, **over: Any) -> tuple[CrawlParams, int]:
+    """The crawl group of the params file (the tiny profile's when there is none) with CLI overrides, and the seed."""
     from tasks.common import paths
-    from tasks.common.config import ConfigError, CrawlParams, load_params
+    from tasks.common.config import ConfigError, CrawlParams, load_params, load_profile
 
     p = params or paths.PARAMS_FILE
-    seed = 1234
     try:
         full = load_params(p)
-        g, seed = full.crawl.model_dump(), full.seed
     except ConfigError as e:
         if params is not None:
             raise typer.BadParameter(str(e)) from None
-        log.info("no usable params file (%s): crawl defaults from the schema", str(e).splitlines()[0])
-        g = CrawlParams().model_dump()
-    g.update({k: v for k, v in over.items() if v is not None})
+        log.info("no usable params file (%s): crawl settings of the tiny profile", str(e).splitlines()[0])
+        full = load_profile("tiny")
+    g = full.crawl.model_dump()
+    for k, v in over.items():
+        if v is None:
+            continue
+        if k in ("subreddit_live", "max_submissions"):
+            g["live"][k.removesuffix("_live")] = v
+        else:
+            g[k] = v
     from pydantic import ValidationError
 
     try:
-        CrawlParams.model_validate(g)  # the overrides obey the same schema
+        return CrawlParams.model_validate(g), full.seed  # the overrides obey the same schema
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
         raise typer.BadParameter(problems) from None
-    return g, seed
 
 
 def _go(fn: Any) -> None:
@@ -76,7 +83,7 @@ def dump(
                         max_malformed_fraction=max_malformed_fraction, prefilter=prefilter)
 
     def go() -> dict:
-        pseudo = records.pseudonymiser_from_env(g["pseudonym_fallback"], seed)
+        pseudo = records.pseudonymiser_from_env(g.pseudonym_fallback, seed)
         return crawl.run(g, [], list(inputs), out, pseudo)
 
     _go(go)
@@ -97,7 +104,7 @@ def table(
     g, seed = _settings(params, subreddit=subreddit)
 
     def go() -> dict:
-        pseudo = records.pseudonymiser_from_env(g["pseudonym_fallback"], seed)
+        pseudo = records.pseudonymiser_from_env(g.pseudonym_fallback, seed)
         return crawl.run(g, list(inputs), [], out, pseudo)
 
     _go(go)
@@ -115,14 +122,13 @@ def live(
     from tasks.common import paths
     from tasks.crawl import crawl, records, reddit_live
 
-    g, seed = _settings(params)
-    lv = dict(g["live"])
-    lv.update({k: v for k, v in {"subreddit": subreddit, "max_submissions": max_submissions}.items() if v is not None})
-    state_dir = state or (paths.ROOT / lv["state_dir"])
+    g, seed = _settings(params, subreddit_live=subreddit, max_submissions=max_submissions)
+    g = g.model_copy(update={"subreddit": g.live.subreddit})  # the store's threads are of the crawled subreddit
+    state_dir = state or (paths.ROOT / g.live.state_dir)
 
     def go() -> dict:
-        pseudo = records.pseudonymiser_from_env(g["pseudonym_fallback"], seed)
-        reddit_live.crawl(lv, state_dir, pseudo, crawl.rules_from(g))
-        return crawl.run({**g, "subreddit": lv["subreddit"]}, [], [], out, pseudo, live_dirs=[state_dir])
+        pseudo = records.pseudonymiser_from_env(g.pseudonym_fallback, seed)
+        reddit_live.crawl(g.live, state_dir, pseudo, crawl.rules_from(g))
+        return crawl.run(g, [], [], out, pseudo, live_dirs=[state_dir])
 
     _go(go)

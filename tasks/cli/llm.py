@@ -13,16 +13,38 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def serve(
-    model: list[str] = typer.Option(..., "--model", "-m", help="Model folder or MLflow URI (models:/NAME@ALIAS); "
-                                    "NAME=PATH to serve several (the request's `model` picks one). Repeatable."),
-    port: int = typer.Option(8000, "--port", "-p"),
-    host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default: no auth on this server)."),
-    threads: int = typer.Option(2, help="torch CPU threads."),
+    model: list[str] = typer.Option(None, "--model", "-m", help="Model folder or MLflow URI (models:/NAME@ALIAS); "
+                                    "NAME=PATH to serve several (the request's `model` picks one). Repeatable. "
+                                    "Default: params' serving.base as `base` plus serving.adapters (the champions)."),
+    engine: str = typer.Option(None, help="esvr (CPU, tasks/llm/serve.py) or vllm (GPU); default: serving.engine."),
+    port: int = typer.Option(None, "--port", "-p", help="Default: serving.port."),
+    host: str = typer.Option(None, help="Bind address (default serving.host, loopback: no auth on this server)."),
+    threads: int = typer.Option(2, help="torch CPU threads (esvr engine)."),
+    dry_run: bool = typer.Option(False, help="vllm: print the command and exit."),
+    check: bool = typer.Option(True, help="vllm: fail unless a json_schema response_format request is obeyed."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file (relative to the project root)."),
 ) -> None:
     """Serve trained models behind an OpenAI-compatible API (/v1/chat/completions honours response_format)."""
+    from tasks.common import paths
+    from tasks.common.config import load_params
+
+    serving = load_params(paths.ROOT / params_file).serving
+    serving = serving.model_copy(update={k: v for k, v in {"port": port, "host": host}.items() if v is not None})
+    if (engine or serving.engine) == "vllm":
+        from tasks.llm import vllm
+
+        if model:
+            raise typer.BadParameter("--model is for the esvr engine; vllm serves serving.base + serving.adapters")
+        try:
+            code = vllm.serve(serving, dry_run=dry_run, check=check)
+        except vllm.ServingError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(3) from None
+        raise typer.Exit(code)
     from tasks.llm.serve import serve as _serve
 
-    _serve(model, host=host, port=port, threads=threads)
+    specs = list(model) if model else [f"base={serving.base}", *(f"{n}={u}" for n, u in sorted(serving.adapters.items()))]
+    _serve(specs, host=serving.host, port=serving.port, threads=threads, skip_missing=not model)
 
 
 @app.command()

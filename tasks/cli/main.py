@@ -28,6 +28,8 @@ app.add_typer(emotions_app, name="emotions")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(importlib.import_module("tasks.cli.llm").app)  # serve, simulate, personas (LLM layer)
 app.add_typer(train_app, name="train")
+app.add_typer(importlib.import_module("tasks.cli.ops").gpu_app, name="gpu")
+app.add_typer(importlib.import_module("tasks.cli.ops").mlflow_app, name="mlflow")
 app.add_typer(importlib.import_module("tasks.cli.supporter").app, name="supporter")
 
 log = logging.getLogger("esvr")
@@ -92,15 +94,21 @@ def pipeline(
 
 # ------------------------------------------------------------------------------------------------------ config
 @config_app.command("check")
-def config_check(params_file: Path = typer.Argument(None, help="Default: the project's params.yaml.")) -> None:
+def config_check(
+    params_file: Path = typer.Argument(None, help="Default: the project's params.yaml."),
+    trl: bool = typer.Option(True, "--trl/--no-trl", help="Also type-check TRL settings against TRL (a few seconds)."),
+) -> None:
     """Validate a params file (unknown keys and wrong types are errors naming file, line and key)."""
-    from tasks.common.config import ConfigError, load_params
+    from tasks.common.config import ConfigError, load_params, params_sources, trl_type_errors
 
     p = params_file or paths.PARAMS_FILE
     try:
         params = load_params(p)
     except ConfigError as e:
         _fail(str(e))
+    problems = trl_type_errors(params, params_sources(p)) if trl else []
+    if problems:
+        _fail(f"invalid params in {p} (TRL types):\n  " + "\n  ".join(problems))
     typer.echo(f"{p}: ok (profile {params.profile})")
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from tasks.common import paths
+
 app = typer.Typer(help="Trained TVD / reference generator: generate, inspect the chat template.", no_args_is_help=True)
 
 
@@ -29,7 +31,7 @@ def generate(
 
 
 @app.command("template")
-def template(tok_dir: Path = typer.Argument(Path("models/tokenizer"), help="Tokenizer folder.")) -> None:
+def template(tok_dir: Path = typer.Argument(paths.TOKENIZER, help="Tokenizer folder.")) -> None:
     """Print the chat template artifact every stage formats turns with."""
     from tasks.domain.chat_template import TEMPLATE_FILE
 

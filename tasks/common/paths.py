@@ -20,6 +20,27 @@ MODELS = ROOT / "models"
 MLRUNS = ROOT / "mlruns"
 CHECKPOINTS = ROOT / "checkpoints"
 
+# Stage outputs: the folders dvc.yaml names under `outs:` (tests/unit/test_paths.py holds the two together, so a
+# renamed output fails there instead of in a stage that reads the old folder).
+LIVE = DATA / "live"  # crawl_live (persisted between runs: the watermark of the live crawl)
+THREADS = DATA / "threads"  # crawl
+ANNOTATED = DATA / "annotated"  # annotate
+DATASETS = DATA / "datasets"  # datasets
+PERSONAS = DATA / "personas"  # personas
+SIMULATED = DATA / "simulated"  # simulate
+VALUE_DETECTOR = MODELS / "value_detector"  # train_value_detector
+EMOTION = MODELS / "emotion"  # train_emotion
+TOKENIZER = MODELS / "tokenizer"  # base_model
+BASE = MODELS / "base"  # base_model
+TVD = MODELS / "tvd"  # train_tvd
+RG_SFT = MODELS / "rg_sft"  # train_rg_sft
+RG_DPO = MODELS / "rg_dpo"  # train_rg_dpo
+SUPPORTER_SFT = MODELS / "supporter_sft"  # train_supporter_sft
+ROLLOUTS = DATA / "rollouts"  # rollouts
+PAIRS = DATA / "pairs"  # mine_pairs
+SUPPORTER_DPO = MODELS / "supporter_dpo"  # train_supporter_dpo
+SUPPORTER_EMOTION_DPO = MODELS / "supporter_emotion_dpo"  # train_supporter_emotion_dpo
+
 #: The one setting that names the public-data mirror. Unset, the sibling `../shared/data` is used
 #: (the layout of CI and of the project machines).
 MIRROR_ENV = "ESVR_MIRROR"

@@ -2,6 +2,12 @@
 
 Every stage run is tagged with what reproduces it: the git sha, the hash of the stage's dvc.lock entry, the Prefect
 flow-run id and the profile. The run is always ended, FAILED when the stage raised.
+
+What a user lands on in the MLflow UI (docs/operations.md): every experiment is tagged
+`mlflow.experimentKind=custom_model_development`, so MLflow 3 opens it on the runs table instead of the GenAI
+overview; training runs of one model family share an experiment (`esvr/value-detector`, `esvr/reference-generator`,
+...), so comparing two value detectors or two supporters is: open the family, tick two runs, Compare. Data stages
+stay in the base experiment (`tracking.experiment`, `esvr`). Every run also carries `esvr.family`.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,19 +34,73 @@ def tracking_uri(root: Path | None = None) -> str:
     return f"sqlite:///{root}/mlflow.db"
 
 
-def setup(experiment: str = "esvr", root: Path | None = None) -> str:
-    """Point MLflow (and the HF Trainer callback, via env) at the project store; return the experiment id."""
+#: MLflow 3 opens an experiment of this kind on its runs table (not the GenAI overview with "Traces 0").
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+#: Stage -> model family: one experiment per family (its registered model's name); other stages are data stages.
+FAMILIES = {
+    "train_value_detector": "value-detector",
+    "train_emotion": "emotion-model",
+    "train_tvd": "tvd",
+    "train_rg_sft": "reference-generator",
+    "train_rg_dpo": "reference-generator",
+    "train_supporter_sft": "supporter",
+    "train_supporter_dpo": "supporter",
+}
+DATA_FAMILY = "data"
+
+#: MLflow 3.17's UI picks GenAI vs model-training views from a global toggle (URL `workflowType`, else the browser's
+#: last choice, GenAI by default) before the experiment's kind tag: the links we print carry the runs-table view.
+UI_VIEW = "workflowType=machine_learning"
+
+
+def ui_url(server: str, experiment_id: str) -> str:
+    """Link that opens an experiment on its runs table (see UI_VIEW)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?{UI_VIEW}"
+
+
+def experiment_links(server: str, base: str = "esvr", root: Path | None = None) -> dict[str, str]:
+    """{experiment name: runs-table link} for the base experiment and every `base/<family>` one in the store."""
     import mlflow
 
-    root = (root or Path(os.environ.get("ESVR_MLRUNS", paths.MLRUNS))).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri(root)
+    server_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    mlflow.set_tracking_uri(server_uri if server_uri.startswith(("http://", "https://")) else
+                            tracking_uri(root or Path(os.environ.get("ESVR_MLRUNS", paths.MLRUNS))))
+    exps = mlflow.search_experiments(filter_string=f"name LIKE '{base}%'")
+    return {e.name: ui_url(server, e.experiment_id) for e in sorted(exps, key=lambda e: e.name)
+            if e.name == base or e.name.startswith(base + "/")}
+
+
+def family_of(stage: str) -> str:
+    return FAMILIES.get(stage, DATA_FAMILY)
+
+
+def experiment_for(stage: str, base: str = "esvr") -> str:
+    """`base/<family>` for a training stage, `base` for data stages."""
+    fam = family_of(stage)
+    return base if fam == DATA_FAMILY else f"{base}/{fam}"
+
+
+def setup(experiment: str = "esvr", root: Path | None = None) -> str:
+    """Point MLflow (and the HF Trainer callback, via env) at the project store; return the experiment id (created
+    with the runs-table kind tag, see the module doc)."""
+    import mlflow
+
+    server = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if server.startswith(("http://", "https://")):  # a tracking server (compose): it owns the store and artifacts
+        uri, artifacts = server, None
+    else:
+        root = (root or Path(os.environ.get("ESVR_MLRUNS", paths.MLRUNS))).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        # sqlite's default artifact root is ./mlruns relative to the cwd: pin it to the project store instead.
+        uri, artifacts = tracking_uri(root), (root / "artifacts").as_uri()
     mlflow.set_tracking_uri(uri)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment
     exp = mlflow.get_experiment_by_name(experiment)
-    # sqlite's default artifact root is ./mlruns relative to the cwd: pin it to the project store instead.
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment, artifact_location=(root / "artifacts").as_uri())
+    exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment, artifact_location=artifacts)
+    if exp is None or exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        mlflow.MlflowClient().set_experiment_tag(exp_id, *EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -78,6 +139,32 @@ def current_lock_entry(stage: str, root: Path | None = None) -> dict[str, Any] |
         return None
 
 
+#: Set by flows/pipeline.py for its stage processes, so it can tag their runs with the final dvc.lock hash.
+PIPELINE_RUN_ENV = "ESVR_PIPELINE_RUN"
+
+
+def lock_file_hash(root: Path | None = None) -> str:
+    """sha256 (16 hex) of dvc.lock: names the whole reproduced state of a pipeline run."""
+    p = (root or paths.ROOT) / "dvc.lock"
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else "none"
+
+
+def tag_pipeline_runs(pipeline_run: str, tags: dict[str, str], root: Path | None = None) -> int:
+    """Set `tags` on every run (any experiment) that a pipeline run started; returns how many."""
+    import mlflow
+
+    server = os.environ.get("MLFLOW_TRACKING_URI", "")
+    mlflow.set_tracking_uri(server if server.startswith(("http://", "https://")) else
+                            tracking_uri((root / "mlruns") if root else Path(os.environ.get("ESVR_MLRUNS", paths.MLRUNS))))
+    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`esvr.pipeline_run` = '{pipeline_run}'")
+    for r in runs:
+        for k, v in tags.items():
+            client.set_tag(r.info.run_id, k, v)
+    return len(runs)
+
+
 def _flow_run_id() -> str:
     try:
         from prefect.runtime import flow_run
@@ -89,12 +176,15 @@ def _flow_run_id() -> str:
 
 @contextlib.contextmanager
 def stage_run(stage: str, profile: str, experiment: str = "esvr", params: dict[str, Any] | None = None) -> Iterator[Any]:
-    """Open an MLflow run for one stage; tag it; end it FINISHED or FAILED whatever happens."""
+    """Open an MLflow run for one stage (in its family's experiment); tag it; end it FINISHED or FAILED whatever
+    happens."""
     import mlflow
 
-    setup(experiment)
+    setup(experiment_for(stage, experiment))
     tags = {
         "esvr.stage": stage,
+        "esvr.family": family_of(stage),
+        "esvr.pipeline_run": os.environ.get(PIPELINE_RUN_ENV, "none"),  # the scheduled pipeline run that ran it
         "esvr.profile": profile,
         "git.sha": git_sha(),
         "prefect.flow_run_id": _flow_run_id(),
@@ -104,7 +194,7 @@ def stage_run(stage: str, profile: str, experiment: str = "esvr", params: dict[s
     status = "FAILED"
     try:
         if params:
-            mlflow.log_params(_flatten(params))
+            mlflow.log_params(flatten(params))
         yield run
         status = "FINISHED"
     finally:
@@ -116,14 +206,27 @@ def stage_run(stage: str, profile: str, experiment: str = "esvr", params: dict[s
             mlflow.end_run(status=status)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested params -> dotted keys; long lists are cut so a run keeps a bounded set of params."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            s = str(v)
-            out[key] = s if len(s) <= 500 else s[:497] + "..."
+def flatten(obj: Any, prefix: str = "", max_len: int = 500) -> dict[str, str]:
+    """Nested params (dicts, pydantic groups) -> dotted keys with string values, as MLflow params. Values are cut at
+    `max_len` characters so a run keeps a bounded set of short params."""
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump()
+    if not isinstance(obj, dict):
+        s = str(obj)
+        return {prefix: s if len(s) <= max_len else s[: max_len - 3] + "..."}
+    out: dict[str, str] = {}
+    for k, v in obj.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k), max_len))
+    return out
+
+
+def numeric_leaves(obj: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested report as dotted keys (MLflow metric names; other characters become `_`)."""
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            key = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(k))
+            out.update(numeric_leaves(v, f"{prefix}.{key}" if prefix else key))
+    elif isinstance(obj, int | float) and not isinstance(obj, bool):
+        out[prefix] = float(obj)
     return out

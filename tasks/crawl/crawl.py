@@ -18,7 +18,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tasks.common.config import CrawlParams
 from tasks.common.hashing import content_id
+from tasks.crawl import pushshift, reddit_live
 from tasks.crawl.records import DELETED, CrawlError, Pseudonymiser, ThreadRules, pseudonymise_record, strip_prefix
 
 log = logging.getLogger(__name__)
@@ -251,10 +253,9 @@ def finish(parts: list[tuple[str, list[dict[str, Any]], Counter]], rules: Thread
 
 
 # ------------------------------------------------------------------------------------------------ run (I/O shell)
-def rules_from(cfg: Any) -> ThreadRules:
-    """ThreadRules from a CrawlParams (or its dict)."""
-    g = cfg if isinstance(cfg, dict) else cfg.model_dump()
-    return ThreadRules(tuple(g["drop_authors"]), g["bot_regex"], g["keep_without_submission"])
+def rules_from(cfg: CrawlParams) -> ThreadRules:
+    """ThreadRules from the crawl params."""
+    return ThreadRules(tuple(cfg.drop_authors), cfg.bot_regex, cfg.keep_without_submission)
 
 
 def table_part(path: Path, subreddit: str, pseudo: Pseudonymiser, rules: ThreadRules) -> tuple[str, list[dict], Counter]:
@@ -263,38 +264,28 @@ def table_part(path: Path, subreddit: str, pseudo: Pseudonymiser, rules: ThreadR
     return "table", records, stats
 
 
-def dump_spec(cfg: Any, pseudo: Pseudonymiser) -> Any:
-    """DumpSpec from a CrawlParams (or its dict): subreddit, inclusive dates, prefilter, key, rules."""
-    from tasks.crawl.pushshift import DumpSpec, date_to_epoch
-
-    g = cfg if isinstance(cfg, dict) else cfg.model_dump()
-    return DumpSpec(subreddit=g["subreddit"], since=date_to_epoch(g.get("since")),
-                    until=date_to_epoch(g.get("until"), end_of_day=True), prefilter=g["prefilter"],
-                    key=pseudo.key, rules=rules_from(g))
+def dump_spec(cfg: CrawlParams, pseudo: Pseudonymiser) -> pushshift.DumpSpec:
+    """DumpSpec from the crawl params: subreddit, inclusive dates, prefilter, key, rules."""
+    return pushshift.DumpSpec(subreddit=cfg.subreddit, since=pushshift.date_to_epoch(cfg.since),
+                              until=pushshift.date_to_epoch(cfg.until, end_of_day=True), prefilter=cfg.prefilter,
+                              key=pseudo.key, rules=rules_from(cfg))
 
 
-def dump_part(path: Path, cfg: Any, pseudo: Pseudonymiser) -> tuple[str, list[dict], Counter]:
+def dump_part(path: Path, cfg: CrawlParams, pseudo: Pseudonymiser) -> tuple[str, list[dict], Counter]:
     """Read one dump file; fails when its malformed lines exceed crawl.max_malformed_fraction."""
-    from tasks.crawl import pushshift
-
-    g = cfg if isinstance(cfg, dict) else cfg.model_dump()
-    res = pushshift.read_dump(path, dump_spec(g, pseudo), g["workers"], g["block_mb"] << 20)
-    pushshift.check_malformed(res, g["max_malformed_fraction"])
+    res = pushshift.read_dump(path, dump_spec(cfg, pseudo), cfg.workers, cfg.block_mb << 20)
+    pushshift.check_malformed(res, cfg.max_malformed_fraction)
     return pushshift.as_part(res)
 
 
-def run(cfg: Any, tables: list[Path], dumps: list[Path], out_dir: Path, pseudo: Pseudonymiser,
+def run(cfg: CrawlParams, tables: list[Path], dumps: list[Path], out_dir: Path, pseudo: Pseudonymiser,
         live_dirs: list[Path] | None = None) -> dict[str, int]:
     """Read every input in order, build threads, write the store; returns stats (what the CLI calls)."""
-    g = cfg if isinstance(cfg, dict) else cfg.model_dump()
-    rules = rules_from(g)
-    parts = [table_part(p, g["subreddit"], pseudo, rules) for p in tables]
-    parts += [dump_part(p, g, pseudo) for p in dumps]
-    if live_dirs:
-        from tasks.crawl import reddit_live
-
-        parts += [reddit_live.live_part(d) for d in live_dirs]
-    threads, stats = finish(parts, rules, g.get("max_threads", 0))
-    final = write_store(threads, stats, out_dir, g["shards"])
+    rules = rules_from(cfg)
+    parts = [table_part(p, cfg.subreddit, pseudo, rules) for p in tables]
+    parts += [dump_part(p, cfg, pseudo) for p in dumps]
+    parts += [reddit_live.live_part(d) for d in live_dirs or []]
+    threads, stats = finish(parts, rules, cfg.max_threads)
+    final = write_store(threads, stats, out_dir, cfg.shards)
     log.info("crawl: %s", {k: final[k] for k in STATS_KEYS})
     return final

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tasks.common.config import CrawlLiveParams
 from tasks.common.io import read_json, read_jsonl, write_json, write_jsonl
 from tasks.crawl.records import (
     CrawlError,
@@ -36,7 +37,7 @@ ENV_ID, ENV_SECRET = "REDDIT_CLIENT_ID", "REDDIT_CLIENT_SECRET"
 ENV_OAUTH_URL, ENV_URL = "ESVR_REDDIT_OAUTH_URL", "ESVR_REDDIT_URL"
 
 
-def make_reddit(lv: dict[str, Any]) -> Any:
+def make_reddit(lv: CrawlLiveParams) -> Any:
     """A read-only praw client from env credentials; never logs them."""
     import praw
 
@@ -46,9 +47,9 @@ def make_reddit(lv: dict[str, Any]) -> Any:
             f"live crawl needs {ENV_ID} and {ENV_SECRET} in the environment or in .env (a Reddit 'script' app: "
             "https://www.reddit.com/prefs/apps); they are never read from params.yaml"
         )
-    kwargs: dict[str, Any] = dict(client_id=cid, client_secret=secret, user_agent=lv["user_agent"],
-                                  check_for_updates=False, check_for_async=False, timeout=int(lv["timeout_s"]),
-                                  ratelimit_seconds=lv["ratelimit_seconds"])
+    kwargs: dict[str, Any] = dict(client_id=cid, client_secret=secret, user_agent=lv.user_agent,
+                                  check_for_updates=False, check_for_async=False, timeout=int(lv.timeout_s),
+                                  ratelimit_seconds=lv.ratelimit_seconds)
     if os.environ.get(ENV_OAUTH_URL):
         kwargs["oauth_url"] = os.environ[ENV_OAUTH_URL]
     if os.environ.get(ENV_URL):
@@ -71,7 +72,7 @@ def comment_dict(c: Any) -> dict[str, Any]:
             "author": _name(c.author), "created_utc": c.created_utc, "body": c.body}
 
 
-def crawl(lv: dict[str, Any], state_dir: Path, pseudo: Pseudonymiser, rules: ThreadRules,
+def crawl(lv: CrawlLiveParams, state_dir: Path, pseudo: Pseudonymiser, rules: ThreadRules,
           reddit: Any = None) -> dict[str, int]:
     """Visit up to `max_submissions` newest submissions not yet crawled; returns counters of this run."""
     state_dir = Path(state_dir)
@@ -79,8 +80,8 @@ def crawl(lv: dict[str, Any], state_dir: Path, pseudo: Pseudonymiser, rules: Thr
     raw.mkdir(parents=True, exist_ok=True)
     ck_path = state_dir / "checkpoint.json"
     ck = read_json(ck_path) if ck_path.is_file() else {}
-    if ck and ck.get("subreddit", "").lower() != lv["subreddit"].lower():
-        raise CrawlError(f"{ck_path}: state of r/{ck.get('subreddit')}, not r/{lv['subreddit']}; use another state dir")
+    if ck and ck.get("subreddit", "").lower() != lv.subreddit.lower():
+        raise CrawlError(f"{ck_path}: state of r/{ck.get('subreddit')}, not r/{lv.subreddit}; use another state dir")
     watermark = ck.get("complete_newest_utc")  # everything not newer was covered by a complete earlier run
     reddit = reddit or make_reddit(lv)
     stats: Counter = Counter()
@@ -89,7 +90,7 @@ def crawl(lv: dict[str, Any], state_dir: Path, pseudo: Pseudonymiser, rules: Thr
     run_newest: float | None = None
     complete = False  # reached the watermark or the end of the listing: the watermark may advance
     t0 = time.monotonic()
-    for s in reddit.subreddit(lv["subreddit"]).new(limit=None):
+    for s in reddit.subreddit(lv.subreddit).new(limit=None):
         created = float(s.created_utc)
         if watermark is not None and created <= watermark:
             complete = True
@@ -99,10 +100,10 @@ def crawl(lv: dict[str, Any], state_dir: Path, pseudo: Pseudonymiser, rules: Thr
         if target.is_file():
             stats["already_crawled"] += 1
             continue
-        if stats["submissions"] >= lv["max_submissions"]:
+        if stats["submissions"] >= lv.max_submissions:
             break  # budget spent: the next run resumes below the files already written
         s.comment_sort = "old"
-        skipped = s.comments.replace_more(limit=lv["replace_more_limit"], threshold=lv["replace_more_threshold"])
+        skipped = s.comments.replace_more(limit=lv.replace_more_limit, threshold=lv.replace_more_threshold)
         stats["more_left_unexpanded"] += len(skipped)
         recs = [normalise_submission(submission_dict(s))]
         recs += [normalise_comment(comment_dict(c)) for c in s.comments.list()]
@@ -112,16 +113,16 @@ def crawl(lv: dict[str, Any], state_dir: Path, pseudo: Pseudonymiser, rules: Thr
         stats["comments"] += len(recs) - 1
         if newest is None or created > newest:
             newest, newest_id = created, s.id
-        write_json(ck_path, {**ck, "subreddit": lv["subreddit"], "newest_utc": newest, "newest_id": newest_id})
-        log.info("live r/%s: %d new submissions (%.1f s)", lv["subreddit"], stats["submissions"], time.monotonic() - t0)
+        write_json(ck_path, {**ck, "subreddit": lv.subreddit, "newest_utc": newest, "newest_id": newest_id})
+        log.info("live r/%s: %d new submissions (%.1f s)", lv.subreddit, stats["submissions"], time.monotonic() - t0)
     else:
         complete = True
     if complete and run_newest is not None:
         watermark = run_newest if watermark is None else max(watermark, run_newest)
-    final = {"subreddit": lv["subreddit"], "newest_utc": newest, "newest_id": newest_id,
+    final = {"subreddit": lv.subreddit, "newest_utc": newest, "newest_id": newest_id,
              "complete_newest_utc": watermark}
     write_json(ck_path, final)
-    log.info("live r/%s done: %s", lv["subreddit"], dict(stats))
+    log.info("live r/%s done: %s", lv.subreddit, dict(stats))
     return dict(stats)
 
 

@@ -138,6 +138,15 @@ def parse_tvd_answer(text: str, k: int = TVD_K) -> list[str] | None:
     return found or None
 
 
+def tvd_answer_is_exact(text: str) -> bool:
+    """True when `text` is what `format_tvd_answer` writes for its categories, up to letter case and spacing (the
+    trained format with nothing around it)."""
+    found = parse_tvd_answer(text)
+    if not found or len(found) != TVD_K:
+        return False
+    return " ".join(text.split()).lower() == format_tvd_answer(found).lower()
+
+
 def tvd_label_vector(values: Sequence[str]) -> list[int]:
     """Multi-hot over the 20 categories (taxonomy order) for a parsed answer, for metrics."""
     vec = [0] * N_VALUES

@@ -12,23 +12,11 @@ import re
 from typing import Any
 
 from tasks.domain.prompts import TVD_K, render_history
+from tasks.domain.strategies import STRATEGIES, STRATEGY_HINTS
 from tasks.domain.taxonomy import VALUE_CATEGORIES
 
 SIM_PROMPT_VERSION = "sim-v1"
 
-#: ESConv's 8 supporter strategies (data/external/esconv/strategy.json, brackets dropped).
-STRATEGIES = ("Question", "Restatement or Paraphrasing", "Reflection of feelings", "Self-disclosure",
-              "Affirmation and Reassurance", "Providing Suggestions", "Information", "Others")
-STRATEGY_HINTS = {
-    "Question": "ask about the problem so the seeker can put it into words (open questions first)",
-    "Restatement or Paraphrasing": "say back what the seeker said, shorter, so they see it more clearly",
-    "Reflection of feelings": "name the feelings the seeker seems to have",
-    "Self-disclosure": "share a similar experience or feeling to show empathy",
-    "Affirmation and Reassurance": "point to the seeker's strengths and effort; encourage",
-    "Providing Suggestions": "offer ways to change without dictating",
-    "Information": "give facts, resources or answers",
-    "Others": "pleasantries and anything else",
-}
 INTENSITIES = [1, 2, 3, 4, 5]
 
 

@@ -73,7 +73,7 @@ class Role:
     temperature: float
     max_tokens: int
     api_key: str = "EMPTY"
-    fingerprint: str = ""  # weights hash of a locally served model: retraining invalidates its cached answers
+    fingerprint: str = ""  # weights hash / registry version of a served model: retraining invalidates its answers
     price_prompt_per_mtok: float = 0.0
     price_completion_per_mtok: float = 0.0
 
@@ -353,14 +353,27 @@ class LLM:
 
 
 # ------------------------------------------------------------------------------------------ building from params
-def role_from_params(name: str, p: Any, local_url: str | None, fingerprints: dict[str, str]) -> Role:
-    """Resolve one params role: `local` base URLs point at the stage's own server; keys come from env only."""
+def role_from_params(name: str, p: Any, local_url: str | None, fingerprints: dict[str, str],
+                     served: dict[str, str] | None = None) -> Role:
+    """Resolve one params role: `local` base URLs point at the stage's own server; keys come from env only.
+
+    `served`: {model name: registry URI} of the adapters a remote server (vLLM) serves (`serving.adapters`); a
+    remote role on one of them gets that URI's registry fingerprint, so retraining it re-asks instead of replaying.
+    A hosted model (gpt-4o-mini) has none: its name is all we know of its weights."""
     if p.base_url == LOCAL:
         if local_url is None:
             raise ValueError(f"llm.roles.{name}.base_url is 'local' but no local server is running")
         base_url, fp = local_url, fingerprints.get(p.model, "")
     else:
         base_url, fp = p.base_url, ""
+        if served and p.model in served:
+            from tasks.common import registry
+
+            try:
+                fp = registry.fingerprint(served[p.model])
+            except registry.RegistryError as e:
+                raise ValueError(f"llm.roles.{name}: model {p.model!r} is served from {served[p.model]}, which is not "
+                                 f"registered ({e}); train it first (`dvc repro`)") from e
     key = "EMPTY"
     if p.api_key_env:
         key = os.environ.get(p.api_key_env, "")
@@ -422,22 +435,33 @@ def local_server(models: dict[str, str], timeout_s: float = 180.0, log_file: Pat
 
 
 def model_fingerprints(models: dict[str, str]) -> dict[str, str]:
-    """Weights hash of each local model dir plus the hash of the serving code (part of the cache key: retraining,
-    or a change in how tasks/llm/serve.py decodes, re-asks instead of replaying answers the old code produced)."""
+    """Weights hash of each local model (folder, or registry URI resolved to its folder) plus the hash of the serving
+    code (part of the cache key: retraining, a new champion, or a change in how tasks/llm/serve.py decodes, re-asks
+    instead of replaying answers the old model or code produced)."""
+    from tasks.common import registry
     from tasks.common.hashing import sha256_file, sha256_tree
 
     server = sha256_file(Path(__file__).with_name("serve.py"))[:8]
-    return {name: f"{sha256_tree(path)[:16]}-{server}" for name, path in models.items()}
+    return {name: f"{sha256_tree(registry.resolve(uri))[:16]}-{server}" for name, uri in models.items()}
+
+
+def _local_uri(uri: str, root: Path) -> str:
+    """A local model's URI as the server gets it: registry URIs as they are, folders made absolute under `root`."""
+    from tasks.common import registry
+
+    return uri if registry.is_registry_uri(uri) else str((root / uri).resolve())
 
 
 @contextlib.contextmanager
-def open_llm(llm_params: Any, roles: list[str], root: Path, log_dir: Path | None = None) -> Iterator[LLM]:
-    """An `LLM` for the named roles; starts the local server first when any of them says `base_url: local`."""
+def open_llm(llm_params: Any, roles: list[str], root: Path, log_dir: Path | None = None,
+             served: dict[str, str] | None = None) -> Iterator[LLM]:
+    """An `LLM` for the named roles; starts the local server first when any of them says `base_url: local`.
+    `served`: the adapters a remote server serves (see `role_from_params`)."""
     needed = {llm_params.roles[r].model for r in roles if llm_params.roles[r].base_url == LOCAL}
     missing = sorted(needed - set(llm_params.local_models))
     if missing:
         raise ValueError(f"llm.local_models lacks {missing}, named by roles with base_url 'local'")
-    models = {n: str((root / llm_params.local_models[n]).resolve()) for n in sorted(needed)}
+    models = {n: _local_uri(llm_params.local_models[n], root) for n in sorted(needed)}
     with contextlib.ExitStack() as stack:
         url = None
         fps: dict[str, str] = {}
@@ -445,7 +469,7 @@ def open_llm(llm_params: Any, roles: list[str], root: Path, log_dir: Path | None
             fps = model_fingerprints(models)
             url = stack.enter_context(local_server(models, llm_params.serve_startup_timeout_s,
                                                    (log_dir / "serve.log") if log_dir else None))
-        resolved = {r: role_from_params(r, llm_params.roles[r], url, fps) for r in roles}
+        resolved = {r: role_from_params(r, llm_params.roles[r], url, fps, served) for r in roles}
         llm = LLM(resolved, root / llm_params.cache_dir / "responses.sqlite",
                   max_concurrency=llm_params.max_concurrency, timeout_s=llm_params.timeout_s,
                   max_retries=llm_params.max_retries, max_reasks=llm_params.max_reasks,

@@ -237,10 +237,23 @@ def parse_model_specs(specs: list[str]) -> dict[str, str]:
     return out
 
 
-def serve(specs: list[str], host: str = "127.0.0.1", port: int = 8000, threads: int = 2) -> None:
-    """Load the models and serve them until interrupted (SIGTERM/SIGINT stop uvicorn cleanly)."""
+def serve(specs: list[str], host: str = "127.0.0.1", port: int = 8000, threads: int = 2,
+          skip_missing: bool = False) -> None:
+    """Load the models and serve them until interrupted (SIGTERM/SIGINT stop uvicorn cleanly).
+
+    skip_missing: a registry URI that is not registered yet is left out with a warning (the params' default set
+    names the supporter, trained after simulate); models named on the command line must all load."""
     import uvicorn
 
-    models = {n: load_model(n, u, threads) for n, u in parse_model_specs(specs).items()}
+    from tasks.common.registry import RegistryError
+
+    models = {}
+    for n, u in parse_model_specs(specs).items():
+        try:
+            models[n] = load_model(n, u, threads)
+        except RegistryError as e:
+            if not skip_missing:
+                raise
+            log.warning("model %s not served: %s", n, e)
     log.info("serving %s on http://%s:%d/v1", list(models), host, port)
     uvicorn.run(create_app(models), host=host, port=port, log_level="warning")

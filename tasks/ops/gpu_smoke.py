@@ -33,13 +33,28 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from tasks import base_model
+from tasks.common import paths
 from tasks.common.config import load_profile
 from tasks.domain import chat_template
 from tasks.train import trainers
+
+
+def trl_defaults(out_dir: str) -> dict:
+    """TRL's own SFT/DPO defaults for the settings this smoke fixes, recorded next to ours in the report."""
+    import trl
+
+    keys = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "learning_rate", "bf16",
+            "gradient_checkpointing", "lr_scheduler_type", "warmup_ratio", "packing", "padding_free")
+    out: dict = {"trl": trl.__version__}
+    for name, cls in (("sft", trl.SFTConfig), ("dpo", trl.DPOConfig)):
+        c = cls(output_dir=out_dir, use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available())
+        out[name] = {k: getattr(c, k) for k in keys if hasattr(c, k)}
+    return out
 
 
 def main(argv: list[str]) -> None:
@@ -65,14 +80,16 @@ def main(argv: list[str]) -> None:
     dtype = cfg.base_model.dtype
     if shape == "tiny":
         tupd["max_length"] = 256
+    run = t.run
     if cpu_test:  # local test only: fp32 on the CPU, one thread (the GPU path keeps bf16 from the profile)
-        tupd.update(use_cpu=True, bf16=False, torch_threads=1)
+        tupd.update(use_cpu=True, bf16=False)
+        run = run.model_copy(update={"torch_threads": 1})
         dtype = "float32"
-    tcfg = t.trainer.model_copy(update=tupd)
-    sft_cfg = t.rg_sft.model_copy(update={"max_steps": steps})
-    dpo_cfg = t.rg_dpo.model_copy(update={"max_steps": steps})
-    L = tcfg.max_length
-    rows_per_step = tcfg.per_device_train_batch_size * tcfg.gradient_accumulation_steps
+    tcfg = {**t.trainer, **tupd}
+    sft_cfg = t.rg_sft.model_copy(update={"args": {**t.rg_sft.args, "max_steps": steps}})
+    dpo_cfg = t.rg_dpo.model_copy(update={"args": {**t.rg_dpo.args, "max_steps": steps}})
+    L = tcfg["max_length"]
+    rows_per_step = tcfg["per_device_train_batch_size"] * tcfg["gradient_accumulation_steps"]
     n_rows = steps * rows_per_step
     dev = "cuda" if on_gpu else "cpu"
 
@@ -84,7 +101,7 @@ def main(argv: list[str]) -> None:
     # ------------------------------------------------------------------------------------------------ tokenizer
     template = chat_template.template(cfg.base_model.chat_template)
     if random_model:
-        src = Path("models/tokenizer")
+        src = paths.TOKENIZER
         if (src / "tokenizer.json").is_file():
             from transformers import AutoTokenizer
 
@@ -120,22 +137,23 @@ def main(argv: list[str]) -> None:
     tok = chat_template.load_tokenizer(work / "tokenizer")
 
     # ------------------------------------------------------------------------------------------------ base model
-    report = {"model": name, "shape": shape, "tokenizer": tok_source, "tokenizer_vocab": len(tok),
+    report: dict[str, Any] = {"model": name, "shape": shape, "tokenizer": tok_source, "tokenizer_vocab": len(tok),
               "device": torch.cuda.get_device_name(0) if on_gpu else "cpu (local test)",
               "torch": torch.__version__, "steps": steps,
-              "settings": {"dtype": dtype, "bf16": tcfg.bf16, "activation_checkpointing": tcfg.activation_checkpointing,
-                           "per_device_train_batch_size": tcfg.per_device_train_batch_size,
-                           "gradient_accumulation_steps": tcfg.gradient_accumulation_steps, "max_length": L,
+              "settings": {"dtype": dtype, "bf16": tcfg["bf16"], "activation_checkpointing": tcfg["activation_checkpointing"],
+                           "per_device_train_batch_size": tcfg["per_device_train_batch_size"],
+                           "gradient_accumulation_steps": tcfg["gradient_accumulation_steps"], "max_length": L,
                            "lora": {"r": t.lora.r, "alpha": t.lora.alpha, "target_modules": list(t.lora.target_modules)}}}
     import transformers  # noqa: E402
 
     report["transformers"] = transformers.__version__
+    report["trl_defaults"] = trl_defaults(str(work / "trl-defaults"))
     t_start = time.time()
     base_dir = None
     if random_model:
         from transformers import AutoModelForCausalLM, LlamaConfig
 
-        arch = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        arch: dict[str, Any] = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                     num_key_value_heads=8, max_position_embeddings=8192)  # Meta-Llama-3-8B-Instruct's config.json
         if shape == "tiny":
             arch.update(vocab_size=max(4096, -(-len(tok) // 64) * 64), hidden_size=64, intermediate_size=224,
@@ -271,7 +289,7 @@ def main(argv: list[str]) -> None:
 
     reset_peak()
     timer = StepTimer()
-    r = trainers.sft(sft_rows, base, tok, sft_cfg, tcfg, t.lora, cfg.seed, work / "rg_sft", work / "ck_sft",
+    r = trainers.sft(sft_rows, base, tok, sft_cfg, tcfg, run, t.lora, cfg.seed, work / "rg_sft", work / "ck_sft",
                      dtype=dtype, report_to="none", callbacks=[timer])
     sft_sps = stage_report("sft", r, timer, statistics.mean(sft_lens) * rows_per_step)
     sft_num_tokens = next((h["num_tokens"] for h in reversed(r.log_history) if "num_tokens" in h), None)
@@ -282,12 +300,12 @@ def main(argv: list[str]) -> None:
 
     reset_peak()
     timer = StepTimer()
-    r = trainers.dpo(pairs, str(sft_dir), tok, dpo_cfg, tcfg, t.lora, cfg.seed, work / "rg_dpo", work / "ck_dpo",
+    r = trainers.dpo(pairs, str(sft_dir), tok, dpo_cfg, tcfg, run, t.lora, cfg.seed, work / "rg_dpo", work / "ck_dpo",
                      eval_pairs=eval_pairs, dtype=dtype, report_to="none", callbacks=[timer])
     dpo_sps = stage_report("dpo", r, timer, statistics.mean(dpo_lens) * rows_per_step)
     report.update(dpo_reward_accuracy=r.eval_metrics.get("eval_rewards/accuracies"),
                   dpo_reward_margin=r.eval_metrics.get("eval_rewards/margins"),
-                  ref_model_is_none=bool(r.eval_metrics.get("ref_model_is_none")),
+                  reference="init with the adapter disabled (trainers.check_reference_is_frozen_init)",
                   total_seconds=round(time.time() - t_start, 1))
     if random_model:  # random weights are worth nothing: drop the merged 8B copies, keep adapters and configs
         for d in (sft_dir, Path(r.model_dir)):

@@ -30,6 +30,11 @@ class ExampleError(ValueError):
     """A simulated record or a row that cannot become a training example; the message says which and why."""
 
 
+def effective(trainer_args: dict[str, Any], stage_args: dict[str, Any], key: str) -> Any:
+    """A TRL setting as the run sees it: the stage's `args` over `train.trainer` (trl_args.build's layering)."""
+    return {**trainer_args, **stage_args}[key]
+
+
 # ------------------------------------------------------------------------------------------ states of dialogues
 def history_before(record: dict[str, Any], turn: int) -> History:
     """The conversation the supporter saw before its `turn`-th reply (1-based): seeker, supporter, ..., seeker."""

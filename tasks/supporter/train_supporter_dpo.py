@@ -14,7 +14,8 @@ after training, equal those of the SFT model loaded on its own (`reference.max_a
 
 Rows are left-truncated by tasks/supporter/examples.py and checked on TRL's tokenised dataset (no pair loses a
 response). SFT and DPO are evaluated side by side on held-out pairs. Registered as `supporter`, alias `dpo`
-(`emotion-dpo` for the baseline).
+(`emotion-dpo` for the baseline); `champion` moves to the DPO version when it prefers the held-out chosen answers
+at least as often as the SFT supporter and writes well-formed answers at least as often (the baseline never does).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tasks.common import paths, registry
+from tasks.common.config import Params
 from tasks.domain import chat_template
 from tasks.supporter import examples as ex
 from tasks.supporter import plots
@@ -39,8 +41,9 @@ log = logging.getLogger(__name__)
 Kind = Literal["value", "emotion"]
 #: stage name, output folder, registry alias and params group per reward kind
 SPEC: dict[str, tuple[str, str, str, str]] = {
-    "value": ("train_supporter_dpo", "supporter_dpo", "dpo", "supporter_dpo"),
-    "emotion": ("train_supporter_emotion_dpo", "supporter_emotion_dpo", "emotion-dpo", "supporter_emotion_dpo"),
+    "value": ("train_supporter_dpo", paths.SUPPORTER_DPO.name, "dpo", "supporter_dpo"),
+    "emotion": ("train_supporter_emotion_dpo", paths.SUPPORTER_EMOTION_DPO.name, "emotion-dpo",
+                "supporter_emotion_dpo"),
 }
 PROBE_PAIRS = 4
 #: Reference log-probs may differ from the SFT model's by float noise only (same weights, same inputs).
@@ -87,19 +90,20 @@ def _take(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     return rows[:limit] if limit else rows
 
 
-def run_supporter_dpo(cfg: Any, kind: Kind = "value", pairs_dir: Path | None = None, models: Path | None = None,
+def run_supporter_dpo(cfg: Params, kind: Kind = "value", pairs_dir: Path | None = None, models: Path | None = None,
                       ckpt_root: Path | None = None, register_model: bool = True) -> dict[str, Any]:
     """DPO of the SFT supporter on the `kind` pairs; SFT vs DPO side by side on held-out pairs."""
     from transformers import TrainerCallback
 
     stage, out_name, alias, group = SPEC[kind]
-    pairs_dir = (pairs_dir or paths.DATA / "pairs") / kind
+    pairs_dir = (pairs_dir or paths.PAIRS) / kind
     models = models or paths.MODELS
     ckpt_root = ckpt_root or paths.CHECKPOINTS
     t = cfg.train
     scfg = getattr(t, group)
-    ml = t.trainer.max_length
-    sft_dir = models / "supporter_sft"
+    ml = int(ex.effective(t.trainer, scfg.args, "max_length"))
+    bs = int(ex.effective(t.trainer, scfg.args, "per_device_eval_batch_size"))
+    sft_dir = models / paths.SUPPORTER_SFT.name
     tok = chat_template.load_tokenizer(sft_dir)  # the template the SFT stage trained with
     train, val = read_split(pairs_dir, "train"), read_split(pairs_dir, "validation", required=False)
     if not train:
@@ -124,7 +128,7 @@ def run_supporter_dpo(cfg: Any, kind: Kind = "value", pairs_dir: Path | None = N
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             ref["after"] = reference_logps(holder["trainer"], probe, tok, ml)
 
-    res = trainers.dpo(rows, str(sft_dir), tok, scfg, t.trainer, t.lora, cfg.seed, models / out_name,
+    res = trainers.dpo(rows, str(sft_dir), tok, scfg, t.trainer, t.run, t.lora, cfg.seed, models / out_name,
                        ckpt_root / stage, eval_pairs=fit_val.rows or None, dtype=cfg.base_model.dtype,
                        callbacks=[AfterTraining()], on_trainer=on_trainer)
 
@@ -137,7 +141,6 @@ def run_supporter_dpo(cfg: Any, kind: Kind = "value", pairs_dir: Path | None = N
     t0 = time.time()
     for name, folder in (("sft", sft_dir), (alias, models / out_name)):
         model, mtok = load_causal_lm(folder, cfg.base_model.dtype)
-        bs = t.trainer.per_device_eval_batch_size
         c, _ = train_eval.completion_logps(model, mtok, [r["prompt"] for r in held], [r["chosen"] for r in held], ml, bs)
         rj, _ = train_eval.completion_logps(model, mtok, [r["prompt"] for r in held], [r["rejected"] for r in held],
                                             ml, bs)
@@ -154,7 +157,8 @@ def run_supporter_dpo(cfg: Any, kind: Kind = "value", pairs_dir: Path | None = N
     if not diff <= REFERENCE_TOL:
         raise ReferenceError_(f"{stage}: reference log-probs differ from the SFT supporter's by {diff:.3g} "
                               f"(> {REFERENCE_TOL}): the DPO reference is not the SFT supporter")
-    side[alias].update(train_eval.preference_metrics(*logps[alias], *logps["sft"], beta=scfg.beta))
+    beta = res.beta if res.beta is not None else 0.1  # TRL's value as it trained (params or its default)
+    side[alias].update(train_eval.preference_metrics(*logps[alias], *logps["sft"], beta=beta))
     side["sft"].update(train_eval.preference_metrics(*logps["sft"]))
     metrics: dict[str, Any] = {
         "kind": kind, "train_loss": res.train_loss, "global_step": res.global_step, "train_seconds": res.seconds,
@@ -164,6 +168,10 @@ def run_supporter_dpo(cfg: Any, kind: Kind = "value", pairs_dir: Path | None = N
         "eval_loss": res.eval_metrics.get("eval_loss", math.nan)}
     for name, m in side.items():
         metrics.update({f"{name}.{k}": v for k, v in m.items()})
+    if kind == "value":  # ES-VR's DPO replaces the SFT champion only if it is not worse on held-out pairs and format
+        metrics["champion_is_dpo"] = int(side[alias]["pref_accuracy"] >= side["sft"]["pref_accuracy"]
+                                         and side[alias]["student.well_formed_share"]
+                                         >= side["sft"]["student.well_formed_share"])
     metrics.update({f"train.{k.replace('/', '_')}": v for k, v in res.eval_metrics.items() if "rewards" in k})
     log.info("%s: held-out %s", stage, {k: round(v, 4) for k, v in finite(metrics).items()})
     if register_model:
@@ -178,5 +186,8 @@ def run_supporter_dpo(cfg: Any, kind: Kind = "value", pairs_dir: Path | None = N
         plots.log_figure(plots.histogram(margins, f"{alias}: log p(chosen) - log p(rejected), held out", "margin"),
                          "logp_margin.png")
         metrics["model_version"] = registry.register(models / out_name, SUPPORTER_MODEL, [alias],
-                                                     files=t.trainer.mlflow_log)
+                                                     files=t.run.mlflow_log)
+        if kind == "value" and metrics["champion_is_dpo"]:
+            registry.set_alias(SUPPORTER_MODEL, "champion", metrics["model_version"])
+        mlflow.set_tag("champion", alias if metrics.get("champion_is_dpo") else "sft")
     return metrics

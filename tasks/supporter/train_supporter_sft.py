@@ -5,7 +5,7 @@ Every supporter turn of a simulated dialogue is one example. Its target is the t
 adoption choice drawn for that turn (`supporter.sft.adoption_rate`) differs from the teacher's, the same reasoning
 with the teacher's alternative response (alt_response_with_reference / _without_reference). The student's
 adoption rate is then measured on held-out prompts next to the teacher's and the training targets'.
-Registered as model `supporter`, alias `sft`.
+Registered as model `supporter`, aliases `sft` and `champion` (until a DPO supporter beats it).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 
 from tasks import base_model
 from tasks.common import paths, registry
+from tasks.common.config import Params
+from tasks.common.tracking import flatten
 from tasks.domain import chat_template
 from tasks.supporter import examples as ex
 from tasks.supporter import plots
@@ -33,14 +35,15 @@ def _take(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     return rows[:limit] if limit else rows
 
 
-def run_supporter_sft(cfg: Any, sim_dir: Path | None = None, models: Path | None = None,
+def run_supporter_sft(cfg: Params, sim_dir: Path | None = None, models: Path | None = None,
                       ckpt_root: Path | None = None, register_model: bool = True) -> dict[str, Any]:
     """Build the SFT examples, train, measure the student's adoption rate; returns the metrics."""
-    sim_dir = sim_dir or paths.DATA / "simulated"
+    sim_dir = sim_dir or paths.SIMULATED
     models = models or paths.MODELS
     ckpt_root = ckpt_root or paths.CHECKPOINTS
     t, scfg = cfg.train, cfg.supporter.sft
-    ml = t.trainer.max_length
+    ml = int(ex.effective(t.trainer, t.supporter_sft.args, "max_length"))
+    out = models / paths.SUPPORTER_SFT.name
     tok = chat_template.load_tokenizer(models / "tokenizer")
     base = base_model.resolve_base(models / "base")
     train_recs = read_split(sim_dir, "train")
@@ -57,7 +60,7 @@ def run_supporter_sft(cfg: Any, sim_dir: Path | None = None, models: Path | None
     def check(trainer: Any) -> None:  # TRL must have kept every row with its whole answer
         ex.check_sft_dataset(trainer.train_dataset, rows, ml, "train_supporter_sft")
 
-    res = trainers.sft(rows, base, tok, t.supporter_sft, t.trainer, t.lora, cfg.seed, models / "supporter_sft",
+    res = trainers.sft(rows, base, tok, t.supporter_sft, t.trainer, t.run, t.lora, cfg.seed, out,
                        ckpt_root / "train_supporter_sft", eval_dataset=fit_val.rows or None,
                        dtype=cfg.base_model.dtype, on_trainer=check)
 
@@ -65,7 +68,7 @@ def run_supporter_sft(cfg: Any, sim_dir: Path | None = None, models: Path | None
     held = fit_val.rows or rows
     ev = _take(held, t.supporter_eval.limit)
     by_id = {e["id"]: e for e in ex_val + ex_train}
-    model, mtok = load_causal_lm(models / "supporter_sft", cfg.base_model.dtype)
+    model, mtok = load_causal_lm(out, cfg.base_model.dtype)
     t0 = time.time()
     gens = train_eval.generate(model, mtok, [r["messages"][:-1] for r in ev], t.supporter_eval.max_new_tokens,
                                t.supporter_eval.batch_size, ml)
@@ -93,7 +96,7 @@ def run_supporter_sft(cfg: Any, sim_dir: Path | None = None, models: Path | None
 
         log_curves(res, "sft")
         mlflow.log_metrics(finite(metrics))
-        mlflow.log_params(trainers.bounded_params("supporter.", sft=scfg))
+        mlflow.log_params(flatten({"supporter.sft": scfg.model_dump()}))
         mlflow.log_dict({"examples": [{"id": r["id"], "prompt": r["messages"][:-1], "target": r["messages"][-1],
                                        "student": g} for r, g in zip(ev[:20], gens, strict=False)]},
                         "supporter_sft_examples.json")
@@ -101,8 +104,9 @@ def run_supporter_sft(cfg: Any, sim_dir: Path | None = None, models: Path | None
                                      "SFT targets": metrics["targets.adoption_rate"],
                                      "student": metrics["student.adoption_rate"]},
                                     "adoption of the reference", "share 'Yes'"), "adoption_rate.png")
-        metrics["model_version"] = registry.register(models / "supporter_sft", SUPPORTER_MODEL, ["sft"],
-                                                     files=t.trainer.mlflow_log)
+        # champion until a DPO supporter does better (train_supporter_dpo's rule); `esvr serve` serves the champion
+        metrics["model_version"] = registry.register(out, SUPPORTER_MODEL, ["sft", "champion"],
+                                                     files=t.run.mlflow_log)
     return metrics
 
 

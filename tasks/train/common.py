@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common import paths
+from tasks.common.config import Params
 from tasks.common.io import read_jsonl, write_json
 from tasks.common.orchestration import stage_params
 from tasks.common.tracking import stage_run
@@ -62,13 +63,13 @@ def finite(d: dict[str, Any]) -> dict[str, float]:
 
 
 
-def run_stage(stage: str, params_file: str, run_fn: Callable[[Any], dict[str, Any]], groups: tuple[str, ...]) -> dict:
+def run_stage(stage: str, params_file: str, run_fn: Callable[[Params], dict[str, Any]], groups: tuple[str, ...]) -> dict:
     """The shell every training flow runs: its params, one MLflow run with a bounded param set, metrics/<stage>.json."""
     cfg = stage_params(stage, paths.ROOT / params_file)
     t = cfg.train
     # A bounded param set: the stage's own groups, not the ~170 TrainingArguments fields.
-    params = trainers.bounded_params("", seed=cfg.seed, dtype=cfg.base_model.dtype, trainer=t.trainer, lora=t.lora,
-                                     **{g: getattr(t, g) for g in groups})
+    params = {"seed": cfg.seed, "dtype": cfg.base_model.dtype, "trainer": t.trainer, "run": t.run, "lora": t.lora,
+              **{g: getattr(t, g) for g in groups}}
     log.info("%s: %s", stage, params)
     with stage_run(stage, cfg.profile, cfg.tracking.experiment, params=params):
         metrics = run_fn(cfg)

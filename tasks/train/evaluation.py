@@ -12,42 +12,22 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from tasks.domain import prompts
 from tasks.domain.taxonomy import VALUE_CATEGORIES
 
 log = logging.getLogger(__name__)
 
-_CANON = {c.lower(): c for c in VALUE_CATEGORIES}
-_PREFIX = re.compile(r"^\s*values\s*:\s*", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------- TVD
 def parse_values(text: str) -> tuple[list[str], bool]:
-    """Categories named in a TVD answer (canonical spelling, deduplicated, in order) and whether it is malformed.
-
-    Well-formed means exactly `Values: A; B; C` with 3 distinct valid category names.
-    """
-    m = _PREFIX.match(text or "")
-    body = (text[m.end():] if m else (text or "")).strip()
-    parts = [p.strip().rstrip(".") for p in body.splitlines()[0].split(";")] if body else []
-    parts = [p for p in parts if p]
-    names: list[str] = []
-    for part in parts:
-        c = _CANON.get(part.lower())
-        if c and c not in names:
-            names.append(c)
-    malformed = m is None or len(names) != 3 or len(parts) != 3
-    try:  # score what downstream stages will read: the datasets stage's tolerant parser, when present
-        from tasks.domain.prompts import parse_tvd_answer
-
-        names = list(parse_tvd_answer(text) or [])[:3]
-    except ImportError:
-        pass
-    return names[:3], malformed
+    """Categories named in a TVD answer and whether it is malformed, by the one TVD parser (tasks.domain.prompts):
+    well-formed = exactly the trained `Values: A; B; C`; a malformed answer scores as the valid names it contains."""
+    return list(prompts.parse_tvd_answer(text) or []), not prompts.tvd_answer_is_exact(text)
 
 
 def majority_prior(label_sets: Sequence[Sequence[str]], k: int = 3) -> list[str]:

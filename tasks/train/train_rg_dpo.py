@@ -12,15 +12,16 @@ from typing import Any
 
 from tasks.annotators.classifier import load_annotator
 from tasks.common import paths, registry
+from tasks.common.config import Params
 from tasks.domain import chat_template
 from tasks.train import evaluation as train_eval
-from tasks.train import trainers
-from tasks.train.common import RG_MODEL, finite, load_causal_lm, log_curves, read_split
+from tasks.train import portable, trainers
+from tasks.train.common import RG_MODEL, TrainStageError, finite, load_causal_lm, log_curves, read_split
 
 log = logging.getLogger(__name__)
 
 
-def _detector(cfg: Any) -> tuple[Callable[[list[str]], list[list[str]]] | None, str]:
+def _detector(cfg: Params) -> tuple[Callable[[list[str]], list[list[str]]] | None, str]:
     """Values present in texts, by the annotate stage's value detector; None and the reason when it is absent (the
     value-hit rate is then skipped and the champion rule falls back to preference accuracy alone)."""
     path = paths.ROOT / cfg.train.rg_eval.value_detector
@@ -37,7 +38,7 @@ def _detector(cfg: Any) -> tuple[Callable[[list[str]], list[list[str]]] | None, 
 
 def _rg_eval(model: Any, tok: Any, sft_test: list[dict], pairs: list[dict], t: Any) -> tuple[dict[str, float], list, list, list[str]]:
     """Eval loss on rg_sft test, log-probs of held-out pairs, generated references for the value-hit rate."""
-    ml, bs = t.trainer.max_length, t.trainer.per_device_eval_batch_size
+    ml, bs = t.trainer["max_length"], t.trainer["per_device_eval_batch_size"]
     s, n = train_eval.completion_logps(model, tok, [r["messages"][:-1] for r in sft_test], [r["messages"][-1:] for r in sft_test], ml, bs)
     c, _ = train_eval.completion_logps(model, tok, [r["prompt"] for r in pairs], [r["chosen"] for r in pairs], ml, bs)
     rj, _ = train_eval.completion_logps(model, tok, [r["prompt"] for r in pairs], [r["rejected"] for r in pairs], ml, bs)
@@ -46,10 +47,10 @@ def _rg_eval(model: Any, tok: Any, sft_test: list[dict], pairs: list[dict], t: A
     return {"eval_loss": train_eval.nll_per_token(s, n)}, c, rj, gens
 
 
-def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
+def run_rg_dpo(cfg: Params, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
                register_model: bool = True) -> dict[str, Any]:
     """DPO from the SFT model on rg_pairs; SFT vs DPO side by side on held-out data; champion alias by the rule below."""
-    ds_root = ds_dir or paths.DATA / "datasets"
+    ds_root = ds_dir or paths.DATASETS
     models = models or paths.MODELS
     ckpt_root = ckpt_root or paths.CHECKPOINTS
     t = cfg.train
@@ -58,8 +59,12 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
     pairs_test = read_split(ds_root / "rg_pairs", "test")
     pairs_test = pairs_test[: t.rg_eval.pair_limit] if t.rg_eval.pair_limit else pairs_test
     sft_test = read_split(ds_root / "rg_sft", "test")
-    res = trainers.dpo(pairs_train, str(models / "rg_sft"), tok, t.rg_dpo, t.trainer, t.lora, cfg.seed, models / "rg_dpo",
+    res = trainers.dpo(pairs_train, str(models / "rg_sft"), tok, t.rg_dpo, t.trainer, t.run, t.lora, cfg.seed, models / "rg_dpo",
                        ckpt_root / "train_rg_dpo", eval_pairs=pairs_val, dtype=cfg.base_model.dtype)
+    if res.beta is None:
+        raise TrainStageError("DPO result without beta: trainers.dpo records the beta TRL used")
+    # DPO's adapter applies to the merged SFT model: compose it with the SFT adapter into one on the base (vLLM)
+    portable.finalize(models / "rg_dpo", None, parent=models / "rg_sft" / "adapter")
     detector, why = _detector(cfg)
     if detector is None:
         log.warning("value-hit rate skipped: %s", why)
@@ -85,14 +90,14 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
         side["reference"] = {"value_hit_rate": train_eval.value_hits(gold, [r.get("target_values", []) for r in ev])}
     for name in ("sft", "dpo"):
         (chosen, rejected), (ref_c, ref_r) = logps[name], (logps["sft"] if name == "dpo" else (None, None))
-        side[name].update(train_eval.preference_metrics(chosen, rejected, ref_c, ref_r, beta=t.rg_dpo.beta))
+        side[name].update(train_eval.preference_metrics(chosen, rejected, ref_c, ref_r, beta=res.beta))
     # Champion: DPO replaces SFT only if it prefers the held-out chosen replies at least as often (and, when the
     # detector is available, does not lower the value-hit rate).
     better = side["dpo"].get("pref_accuracy", 0) >= side["sft"].get("pref_accuracy", 0) and (
         detector is None or side["dpo"]["value_hit_rate"] >= side["sft"]["value_hit_rate"])
     champion = "dpo" if better else "sft"
-    metrics: dict[str, Any] = {"train_loss": res.train_loss, "global_step": res.global_step, "train_seconds": res.seconds,
-                               "eval_seconds": round(time.time() - t0, 2), "n_pairs_test": len(pairs_test),
+    timings = {"train_seconds": res.seconds, "eval_seconds": round(time.time() - t0, 2)}  # MLflow only
+    metrics: dict[str, Any] = {"train_loss": res.train_loss, "global_step": res.global_step, "n_pairs_test": len(pairs_test),
                                "champion_is_dpo": int(champion == "dpo"),
                                "value_hit_skipped": int(detector is None)}
     for name, m in side.items():
@@ -103,11 +108,11 @@ def run_rg_dpo(cfg: Any, ds_dir: Path | None = None, models: Path | None = None,
         import mlflow
 
         log_curves(res, "dpo")
-        mlflow.log_metrics(finite(metrics))
+        mlflow.log_metrics(finite({**metrics, **timings}))
         mlflow.set_tag("value_hit_rate", "skipped: " + why if detector is None else "computed")
         mlflow.log_dict(examples, "rg_examples.json")
-        metrics["model_version"] = registry.register(models / "rg_dpo", RG_MODEL, ["dpo"], files=t.trainer.mlflow_log)
-        version = metrics["model_version"] if champion == "dpo" else registry.alias_version(RG_MODEL, "sft")
+        dpo_version = registry.register(models / "rg_dpo", RG_MODEL, ["dpo"], files=t.run.mlflow_log)
+        version = dpo_version if champion == "dpo" else registry.alias_version(RG_MODEL, "sft")
         registry.set_alias(RG_MODEL, "champion", version)
         mlflow.set_tag("champion", champion)
     return metrics

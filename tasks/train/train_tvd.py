@@ -10,36 +10,39 @@ from typing import Any
 
 from tasks import base_model
 from tasks.common import paths, registry
+from tasks.common.config import Params
 from tasks.domain import chat_template
 from tasks.train import evaluation as train_eval
-from tasks.train import trainers
+from tasks.train import portable, trainers
 from tasks.train.common import TVD_MODEL, TrainStageError, finite, load_causal_lm, log_curves, read_split
 
 log = logging.getLogger(__name__)
 
 
-def run_tvd(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
+def run_tvd(cfg: Params, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
             register_model: bool = True) -> dict[str, Any]:
     """SFT the TVD, evaluate on test against the majority prior; returns the metrics."""
-    ds_dir = ds_dir or paths.DATA / "datasets" / "tvd"
+    ds_dir = ds_dir or paths.DATASETS / "tvd"
     models = models or paths.MODELS
     ckpt_root = ckpt_root or paths.CHECKPOINTS
     t = cfg.train
     tok = chat_template.load_tokenizer(models / "tokenizer")
     base = base_model.resolve_base(models / "base")
     train, val, test = (read_split(ds_dir, s) for s in ("train", "validation", "test"))
-    res = trainers.sft(train, base, tok, t.tvd, t.trainer, t.lora, cfg.seed, models / "tvd", ckpt_root / "train_tvd",
+    res = trainers.sft(train, base, tok, t.tvd, t.trainer, t.run, t.lora, cfg.seed, models / "tvd", ckpt_root / "train_tvd",
                        eval_dataset=val, dtype=cfg.base_model.dtype)
+    portable.finalize(models / "tvd", base)  # the registered adapter names its base portably (hub id / models/base)
     golds = [train_eval.parse_values(r["messages"][-1]["content"])[0] for r in test]
     prior = train_eval.majority_prior([train_eval.parse_values(r["messages"][-1]["content"])[0] for r in train])
     ev = test[: t.tvd_eval.limit] if t.tvd_eval.limit else test
     model, tok = load_causal_lm(models / "tvd", cfg.base_model.dtype)
     t0 = time.time()
     gens = train_eval.generate(model, tok, [r["messages"][:-1] for r in ev], t.tvd_eval.max_new_tokens,
-                               t.tvd_eval.batch_size, t.trainer.max_length)
+                               t.tvd_eval.batch_size, t.trainer["max_length"])
     metrics: dict[str, Any] = dict(train_eval.tvd_metrics(gens, golds[: len(ev)], prior))
-    metrics.update(train_loss=res.train_loss, global_step=res.global_step, train_seconds=res.seconds,
-                   eval_seconds=round(time.time() - t0, 2), **{k: v for k, v in res.eval_metrics.items() if k == "eval_loss"})
+    metrics.update(train_loss=res.train_loss, global_step=res.global_step,
+                   **{k: v for k, v in res.eval_metrics.items() if k == "eval_loss"})
+    timings = {"train_seconds": res.seconds, "eval_seconds": round(time.time() - t0, 2)}  # MLflow only
     log.info("TVD test: F1 %.3f (baseline %.3f), malformed %d/%d; examples: %s", metrics["tvd.f1"],
              metrics["baseline.f1"], metrics["malformed"], metrics["n_test"], gens[:3])
     if metrics["malformed_share"] > t.tvd_eval.max_malformed_share:
@@ -49,10 +52,10 @@ def run_tvd(cfg: Any, ds_dir: Path | None = None, models: Path | None = None, ck
         import mlflow
 
         log_curves(res, "sft")
-        mlflow.log_metrics(finite(metrics))
+        mlflow.log_metrics(finite({**metrics, **timings}))
         mlflow.log_dict({"prior": prior, "examples": [{"id": r["id"], "gen": g} for r, g in zip(ev[:20], gens, strict=False)]},
                         "tvd_examples.json")
-        metrics["model_version"] = registry.register(models / "tvd", TVD_MODEL, ["sft", "champion"], files=t.trainer.mlflow_log)
+        registry.register(models / "tvd", TVD_MODEL, ["sft", "champion"], files=t.run.mlflow_log)  # version: MLflow
     return metrics
 
 

@@ -12,7 +12,8 @@ Every run
   to `<out>/`, atomically (a `.partial` folder renamed at the end), so `esvr serve` and later stages load a plain
   HF folder.
 
-With LoRA, DPO's reference is the initial model with the adapter disabled: `ref_model=None`, no second copy.
+With LoRA, DPO's reference is the initial model with the adapter disabled: `ref_model=None`, no second copy
+(asserted by `check_reference_is_frozen_init`). TRL settings are TRL's own config classes (tasks/common/trl_args.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.common import trl_args
+from tasks.common.config import DPOStageParams, LoraParams, SFTStageParams, TinyArchParams, TrainRunParams
 from tasks.common.hashing import content_id
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class TrainResult:
     resumed_from: str | None = None
     start_step: int = 0  # global step the run started from (the checkpoint's step after a resume, else 0)
     eval_metrics: dict[str, float] = field(default_factory=dict)
+    beta: float | None = None  # DPO's KL strength as TRL used it (params or TRL's default): implicit-reward metrics
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,15 +63,13 @@ class TrainResult:
 
 # --------------------------------------------------------------------------------------------------- helpers
 def seed_everything(seed: int, threads: int | None = None) -> None:
-    import torch
-    from transformers import set_seed
+    """Seeds, fixed threads and deterministic kernels (tasks/common/determinism.py: bit-identical re-runs)."""
+    from tasks.common.determinism import configure
 
-    if threads:
-        torch.set_num_threads(threads)
-    set_seed(seed)
+    configure(seed, threads or 0)
 
 
-def lora_config(lcfg: Any) -> Any:
+def lora_config(lcfg: LoraParams) -> Any:
     """PEFT LoraConfig from `train.lora`."""
     from peft import LoraConfig
 
@@ -80,10 +82,9 @@ def _dump(obj: Any) -> Any:
 
 
 def fingerprint(records: list[dict[str, Any]], **settings: Any) -> str:
-    """Identity of a run: the training records and every setting that changes the result."""
+    """Identity of a run: the training records and every setting that changes the result (train.run does not:
+    it says how esvr runs the training, not what it trains)."""
     body = {k: _dump(v) for k, v in settings.items()}
-    if isinstance(body.get("trainer"), dict):
-        body["trainer"] = {k: v for k, v in body["trainer"].items() if k not in ("keep_checkpoints", "torch_threads", "mlflow_log")}
     return content_id({"data": content_id(records, 32), "settings": body}, 32)
 
 
@@ -129,22 +130,12 @@ def report_target(report_to: str) -> str:
     return "mlflow" if mlflow.active_run() else "none"
 
 
-def _trainer_kwargs(tcfg: Any, scfg: Any, seed: int, ckpt_dir: Path, report_to: str, has_eval: bool) -> dict[str, Any]:
-    """Arguments shared by SFTConfig and DPOConfig (ENV-NOTES §4: bf16 and activation checkpointing are explicit)."""
+def _esvr_set(seed: int, ckpt_dir: Path, report_to: str) -> dict[str, Any]:
+    """The TRL fields esvr sets itself (trl_args.RESERVED): never in params, so each is declared once."""
     if report_to == "mlflow":
         # The HF callback would log every TrainingArguments field (~170 params); the stage logs a bounded set itself.
         os.environ["MLFLOW_MAX_LOG_PARAMS"] = "0"
-    return dict(
-        output_dir=str(ckpt_dir), seed=seed, data_seed=seed,
-        use_cpu=tcfg.use_cpu, bf16=tcfg.bf16, activation_checkpointing=tcfg.activation_checkpointing,
-        per_device_train_batch_size=tcfg.per_device_train_batch_size, per_device_eval_batch_size=tcfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=tcfg.gradient_accumulation_steps, max_length=tcfg.max_length,
-        lr_scheduler_type=tcfg.lr_scheduler_type, warmup_steps=tcfg.warmup_steps, max_grad_norm=tcfg.max_grad_norm,
-        logging_steps=tcfg.logging_steps, logging_first_step=True,
-        save_strategy="steps", save_steps=tcfg.save_steps, save_total_limit=tcfg.save_total_limit,
-        eval_strategy="no", report_to=report_to, dataloader_pin_memory=False, disable_tqdm=True,
-        learning_rate=scfg.learning_rate, max_steps=scfg.max_steps, num_train_epochs=scfg.num_train_epochs,
-    )
+    return {"output_dir": str(ckpt_dir), "seed": seed, "data_seed": seed, "report_to": report_to}
 
 
 def _load_model(base: str, dtype: str) -> Any:
@@ -191,11 +182,11 @@ def _save_outputs(trainer: Any, tok: Any, out_dir: Path, peft: bool) -> str | No
     return adapter_dir
 
 
-def _finish(trainer: Any, tok: Any, out_dir: Path, ckpt_dir: Path, tcfg: Any, resume: Path | None, t0: float,
-            out: Any, peft: bool, eval_metrics: dict[str, float]) -> TrainResult:
+def _finish(trainer: Any, tok: Any, out_dir: Path, ckpt_dir: Path, run: TrainRunParams, resume: Path | None,
+            t0: float, out: Any, peft: bool, eval_metrics: dict[str, float]) -> TrainResult:
     adapter_dir = _save_outputs(trainer, tok, out_dir, peft)
     history = [dict(h) for h in trainer.state.log_history]
-    if not tcfg.keep_checkpoints:
+    if not run.keep_checkpoints:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     res = TrainResult(model_dir=str(out_dir), adapter_dir=adapter_dir, global_step=int(trainer.state.global_step),
                       train_loss=float(out.training_loss), seconds=round(time.time() - t0, 2),
@@ -212,12 +203,14 @@ def _take(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------------------------------- trainings
-def sft(dataset: list[dict[str, Any]], base: str, tok: Any, scfg: Any, tcfg: Any, lcfg: Any | None, seed: int,
-        out_dir: Path, ckpt_dir: Path, eval_dataset: list[dict[str, Any]] | None = None, dtype: str = "float32",
-        report_to: str = "auto", callbacks: list[Any] | None = None, on_trainer: Any = None) -> TrainResult:
-    """Supervised fine-tuning on chat records (`messages`) with an assistant-only loss; LoRA when `lcfg` is given."""
+def sft(dataset: list[dict[str, Any]], base: str, tok: Any, scfg: SFTStageParams, trainer_args: dict[str, Any],
+        run: TrainRunParams, lcfg: LoraParams | None, seed: int, out_dir: Path, ckpt_dir: Path,
+        eval_dataset: list[dict[str, Any]] | None = None, dtype: str = "float32", report_to: str = "auto",
+        callbacks: list[Any] | None = None, on_trainer: Any = None) -> TrainResult:
+    """Supervised fine-tuning on chat records (`messages`); LoRA when `lcfg` is given. TRL settings: `trainer_args`
+    (train.trainer) overlaid by the stage's `scfg.args`."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     rows = [{"messages": r["messages"]} for r in _take(dataset, scfg.limit)]
     if not rows:
@@ -226,12 +219,11 @@ def sft(dataset: list[dict[str, Any]], base: str, tok: Any, scfg: Any, tcfg: Any
     if bad:
         raise TrainingError(f"SFT into {out_dir}: records {bad[:5]} do not end with an assistant message")
     evals = [{"messages": r["messages"]} for r in _take(eval_dataset or [], scfg.eval_limit)]
-    fp = fingerprint(rows, base=base, stage=scfg, trainer=tcfg, lora=lcfg, seed=seed, dtype=dtype, kind="sft")
+    fp = fingerprint(rows, base=base, stage=scfg, trainer=trainer_args, lora=lcfg, seed=seed, dtype=dtype, kind="sft")
     resume = prepare_checkpoints(ckpt_dir, fp)
-    seed_everything(seed, tcfg.torch_threads)
+    seed_everything(seed, run.torch_threads)
     t0 = time.time()
-    report = report_target(report_to)
-    args = SFTConfig(assistant_only_loss=True, **_trainer_kwargs(tcfg, scfg, seed, ckpt_dir, report, bool(evals)))
+    args = trl_args.build("sft", trainer_args, scfg.args, **_esvr_set(seed, ckpt_dir, report_target(report_to)))
     trainer = SFTTrainer(model=_load_model(base, dtype), args=args, train_dataset=Dataset.from_list(rows),
                          eval_dataset=Dataset.from_list(evals) if evals else None, processing_class=tok,
                          peft_config=lora_config(lcfg) if lcfg else None, callbacks=callbacks)
@@ -239,84 +231,76 @@ def sft(dataset: list[dict[str, Any]], base: str, tok: Any, scfg: Any, tcfg: Any
         on_trainer(trainer)
     out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     metrics = trainer.evaluate() if evals else {}
-    return _finish(trainer, tok, out_dir, ckpt_dir, tcfg, resume, t0, out, lcfg is not None, metrics)
+    return _finish(trainer, tok, out_dir, ckpt_dir, run, resume, t0, out, lcfg is not None, metrics)
 
 
-def dpo(pairs: list[dict[str, Any]], init: str, tok: Any, scfg: Any, tcfg: Any, lcfg: Any, seed: int, out_dir: Path,
-        ckpt_dir: Path, eval_pairs: list[dict[str, Any]] | None = None, dtype: str = "float32", report_to: str = "auto",
+def check_reference_is_frozen_init(trainer: Any) -> None:
+    """The DPO reference we intend: the initial model with the adapter disabled (TRL uses that when the policy is a
+    PEFT model and no ref_model is given). Fails loudly if TRL built a second model or the policy is not PEFT."""
+    from peft import PeftModel
+
+    if trainer.ref_model is not None:
+        raise TrainingError("DPO: TRL built a separate reference model; expected the init with the adapter disabled")
+    if not isinstance(trainer.model, PeftModel):
+        raise TrainingError("DPO: the policy is not a PEFT model, so 'adapter disabled' is not the init model")
+
+
+def dpo(pairs: list[dict[str, Any]], init: str, tok: Any, scfg: DPOStageParams, trainer_args: dict[str, Any],
+        run: TrainRunParams, lcfg: LoraParams, seed: int, out_dir: Path, ckpt_dir: Path,
+        eval_pairs: list[dict[str, Any]] | None = None, dtype: str = "float32", report_to: str = "auto",
         callbacks: list[Any] | None = None, on_trainer: Any = None) -> TrainResult:
-    """DPO with a LoRA adapter on `init`; the reference is `init` with the adapter disabled (no second model)."""
+    """DPO with a fresh LoRA adapter on `init` (a merged model folder); the reference is `init` with the adapter
+    disabled (no second model in memory; checked by `check_reference_is_frozen_init`)."""
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
-    if lcfg is None:
-        raise TrainingError("dpo() trains a LoRA adapter so that the reference is the frozen base; set train.lora")
     rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in _take(pairs, scfg.limit)]
     if not rows:
-        raise TrainingError(f"DPO into {out_dir}: no preference pairs; check data/datasets/rg_pairs and `limit`")
+        raise TrainingError(f"DPO into {out_dir}: no preference pairs; check the pair files and `limit`")
     evals = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
              for r in _take(eval_pairs or [], scfg.eval_limit)]
-    fp = fingerprint(rows, base=init, stage=scfg, trainer=tcfg, lora=lcfg, seed=seed, dtype=dtype, kind="dpo")
+    fp = fingerprint(rows, base=init, stage=scfg, trainer=trainer_args, lora=lcfg, seed=seed, dtype=dtype, kind="dpo")
     resume = prepare_checkpoints(ckpt_dir, fp)
-    seed_everything(seed, tcfg.torch_threads)
+    seed_everything(seed, run.torch_threads)
     t0 = time.time()
-    report = report_target(report_to)
-    kw = _trainer_kwargs(tcfg, scfg, seed, ckpt_dir, report, bool(evals))
-    args = DPOConfig(beta=scfg.beta, loss_type=[scfg.loss_type], **kw)
+    args = trl_args.build("dpo", trainer_args, scfg.args, **_esvr_set(seed, ckpt_dir, report_target(report_to)))
     trainer = DPOTrainer(model=_load_model(init, dtype), ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
                          eval_dataset=Dataset.from_list(evals) if evals else None, processing_class=tok,
                          peft_config=lora_config(lcfg), callbacks=callbacks)
+    check_reference_is_frozen_init(trainer)
     if on_trainer:
         on_trainer(trainer)
     out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     metrics = trainer.evaluate() if evals else {}
-    res = _finish(trainer, tok, out_dir, ckpt_dir, tcfg, resume, t0, out, True, metrics)
-    res.eval_metrics["ref_model_is_none"] = float(trainer.ref_model is None)
+    res = _finish(trainer, tok, out_dir, ckpt_dir, run, resume, t0, out, True, metrics)
+    res.beta = float(args.beta)
     return res
 
 
-def pretrain(texts: list[str], model: Any, tok: Any, arch: Any, tcfg: Any, seed: int, out_dir: Path,
-             ckpt_dir: Path, report_to: str = "auto") -> TrainResult:
+def pretrain(texts: list[str], model: Any, tok: Any, arch: TinyArchParams, trainer_args: dict[str, Any],
+             run: TrainRunParams, seed: int, out_dir: Path, ckpt_dir: Path, report_to: str = "auto") -> TrainResult:
     """Full-parameter causal-LM training of the tiny base on corpus texts (tiny profile only)."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     if not texts:
         raise TrainingError("pretrain: empty corpus")
-
-    class _S:  # the SFT-stage fields _trainer_kwargs reads
-        learning_rate, max_steps, num_train_epochs = arch.pretrain_learning_rate, arch.pretrain_steps, 1.0
-
-    fp = fingerprint([{"t": t} for t in texts], arch=arch, trainer=tcfg, seed=seed, kind="pretrain")
+    fp = fingerprint([{"t": t} for t in texts], arch=arch, trainer=trainer_args, seed=seed, kind="pretrain")
     resume = prepare_checkpoints(ckpt_dir, fp)
-    seed_everything(seed, tcfg.torch_threads)
+    seed_everything(seed, run.torch_threads)
     t0 = time.time()
-    kw = _trainer_kwargs(tcfg, _S, seed, ckpt_dir, report_target(report_to), False)
-    kw.update(per_device_train_batch_size=arch.pretrain_batch_size, max_length=arch.pretrain_max_length)
     # Packing fills every row of a batch with corpus tokens: short Reddit comments would otherwise be mostly padding.
-    args = SFTConfig(packing=True, dataset_text_field="text", **kw)
+    own = {"learning_rate": arch.pretrain_learning_rate, "max_steps": arch.pretrain_steps, "num_train_epochs": 1.0,
+           "per_device_train_batch_size": arch.pretrain_batch_size, "max_length": arch.pretrain_max_length,
+           "packing": True, "dataset_text_field": "text"}
+    args = trl_args.build("sft", trainer_args, own, **_esvr_set(seed, ckpt_dir, report_target(report_to)))
     model_dir = Path(out_dir)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = model_dir.with_name(model_dir.name + ".init")
     model.save_pretrained(str(tmp))  # a saved init so a resumed run starts from an identical model object
-    trainer = SFTTrainer(model=_load_model(str(tmp), "float32"), args=args, train_dataset=Dataset.from_list([{"text": t} for t in texts]),
-                         processing_class=tok)
+    trainer = SFTTrainer(model=_load_model(str(tmp), "float32"), args=args,
+                         train_dataset=Dataset.from_list([{"text": t} for t in texts]), processing_class=tok)
     out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    res = _finish(trainer, tok, model_dir, ckpt_dir, tcfg, resume, t0, out, False, {})
+    res = _finish(trainer, tok, model_dir, ckpt_dir, run, resume, t0, out, False, {})
     shutil.rmtree(tmp, ignore_errors=True)
     return res
-
-
-def bounded_params(prefix: str, **groups: Any) -> dict[str, str]:
-    """Flat, short param dict for MLflow from params groups (the stage's own, bounded set)."""
-    out: dict[str, str] = {}
-    for name, g in groups.items():
-        d = _dump(g)
-        if isinstance(d, dict):
-            for k, v in d.items():
-                out[f"{prefix}{name}.{k}"] = str(v)[:250]
-        else:
-            out[f"{prefix}{name}"] = str(d)[:250]
-    return out
-
-

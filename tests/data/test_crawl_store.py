@@ -12,6 +12,7 @@ import pytest
 
 from tasks.crawl import crawl
 from tasks.crawl.records import Pseudonymiser
+from tests.params import group
 
 TABLE = "reddit-offmychest-threads/offmychest.csv"
 UTT_KEYS = {"id", "reddit_id", "parent_id", "author", "role", "text", "created_utc", "depth"}
@@ -21,9 +22,8 @@ THREAD_KEYS = {"thread_id", "subreddit", "submission_id", "created_utc", "title"
 @pytest.fixture(scope="module")
 def store(mirror, tmp_path_factory):
     out = tmp_path_factory.mktemp("threads")
-    from tasks.common.config import CrawlParams
 
-    cfg = CrawlParams().model_dump()
+    cfg = group("crawl")
     handler = _Capture()
     logging.getLogger().addHandler(handler)
     old = logging.getLogger().level
@@ -104,12 +104,11 @@ def test_no_raw_username_anywhere(store, mirror):
 
 def test_rerun_is_identical_and_skips_unchanged_shards(store, mirror, tmp_path):
     out, stats, _, _ = store
-    from tasks.common.config import CrawlParams
 
-    again = crawl.run(CrawlParams().model_dump(), [mirror / TABLE], [], out, Pseudonymiser(b"test-key"))
+    again = crawl.run(group("crawl"), [mirror / TABLE], [], out, Pseudonymiser(b"test-key"))
     assert again == stats
     other = tmp_path / "other"
-    crawl.run(CrawlParams().model_dump(), [mirror / TABLE], [], other, Pseudonymiser(b"test-key"))
+    crawl.run(group("crawl"), [mirror / TABLE], [], other, Pseudonymiser(b"test-key"))
     a = {p.name: p.read_bytes() for p in (out / "shards").iterdir()}
     assert a == {p.name: p.read_bytes() for p in (other / "shards").iterdir()}
 

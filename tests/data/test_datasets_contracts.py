@@ -17,10 +17,11 @@ import pytest
 
 from tasks import datasets as ds
 from tasks.common import paths
-from tasks.common.config import DatasetsParams, load_params
+from tasks.common.config import load_params
 from tasks.common.io import read_json, read_jsonl
 from tasks.domain import prompts
 from tests.dataset_builders import write_store
+from tests.params import datasets_cfg
 
 
 def _store_index(threads_dir: Path) -> dict[str, set[str]]:
@@ -63,7 +64,7 @@ def assert_contracts(data, threads_dir: Path, ann_dir: Path, value_threshold: fl
 def hand_built(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     threads_dir, ann_dir = write_store(root, n_threads=10)
-    cfg = DatasetsParams()
+    cfg = datasets_cfg()
     ds.run(cfg, 11, threads_dir, ann_dir, root / "datasets")
     return ds.load_datasets(root / "datasets"), threads_dir, ann_dir, cfg.value_threshold
 

@@ -8,8 +8,8 @@ import copy
 import pytest
 
 from tasks import datasets as ds
-from tasks.common.config import DatasetsParams
 from tests.dataset_builders import save_tiny_tokenizer, write_store
+from tests.params import datasets_cfg
 
 
 @pytest.mark.slow  # ~30-40 s on 2 shared cores: three real TRL trainers
@@ -23,7 +23,7 @@ def test_trl_trains_one_step_on_each_dataset(tmp_path):
     tok_dir = save_tiny_tokenizer(tmp_path / "tok")
     threads_dir, ann_dir = write_store(tmp_path, n_threads=6)
     out = tmp_path / "datasets"
-    ds.run(DatasetsParams(max_length=256), 0, threads_dir, ann_dir, out)
+    ds.run(datasets_cfg(max_length=256), 0, threads_dir, ann_dir, out)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     tok.chat_template = (tok_dir / "chat_template.jinja").read_text()
 

@@ -10,10 +10,10 @@ import pytest
 
 from tasks import annotate
 from tasks.annotators import classifier as A
-from tasks.common.config import AnnotateParams
 from tasks.common.hashing import content_id
 from tasks.common.io import read_jsonl, write_jsonl
 from tasks.domain.taxonomy import VALUE_CATEGORIES
+from tests.params import group
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def _thread(seed: str, texts: list[str]) -> dict:
 
 
 def _cfg(values, emotion, **kw):
-    return AnnotateParams(value_model=str(values), emotion_model=str(emotion), batch_size=4, max_tokens=256,
+    return group("annotate", value_model=str(values), emotion_model=str(emotion), batch_size=4, max_tokens=256,
                           max_length=32, num_threads=2, **kw)
 
 

@@ -19,6 +19,7 @@ def staged(tmp_path, mirror, monkeypatch):
     sources.run(["offmychest_threads", "pushshift_samples"], dest_root=ext, mirror=mirror)
     monkeypatch.setattr(paths, "EXTERNAL", ext)
     monkeypatch.setattr(paths, "DATA", tmp_path / "data")
+    monkeypatch.setattr(paths, "THREADS", tmp_path / "data" / "threads")
     monkeypatch.setattr(paths, "METRICS", tmp_path / "metrics")
     data, files = config.resolve_profile("tiny")
     params = tmp_path / "params.yaml"
@@ -65,20 +66,30 @@ def test_flow_writes_store_and_caches_per_file(staged, prefect_api, mlflow_store
 
 @pytest.mark.slow
 def test_flow_live_task_is_retried_and_resumes(staged, prefect_api, mlflow_store, monkeypatch, mirror):
-    """prawcore gives up after 3 answers 503; the Prefect task retry resumes the crawl from its state folder."""
+    """prawcore gives up after 3 answers 503; the Prefect task retry of stage crawl_live resumes the crawl from
+    data/live/ (its DVC out); stage crawl then builds threads from it; a second crawl_live run with nothing new
+    leaves data/live/ byte-identical (so DVC skips crawl)."""
+    from flows import crawl_live as crawl_live_flow_module
     from flows.crawl import crawl_flow
+    from tasks.common.hashing import sha256_tree
     from tests.fakes.reddit_fake import FakeReddit, build_site, env_for
 
     root, params = staged
     data = yaml.safe_load(params.read_text())
     data["crawl"]["dumps"] = []
-    data["crawl"]["live"].update(enabled=True, subreddit="AskMen", retries=2, retry_delay_s=0.0,
-                                 state_dir=str(root / "live"), timeout_s=10.0)
+    data["crawl"]["live"].update(enabled=True, subreddit="AskMen", retries=2, retry_delay_s=0.0, timeout_s=10.0)
     params.write_text(yaml.safe_dump(data))
+    live = root / "data" / "live"
     with FakeReddit(build_site(mirror, n_submissions=4), fail_first=3) as fake:
         for k, v in env_for(fake).items():
             monkeypatch.setenv(k, v)
-        out = crawl_flow(params_file=str(params))
+        first = crawl_live_flow_module.crawl_live_flow(params_file=str(params))
         assert sum(p.startswith("/api/v1/access_token") for _, _, p in fake.log) >= 2  # a second task attempt
+        assert first["submissions"] == 4 and first["run.submissions"] == 4
+        before = sha256_tree(live)
+        again = crawl_live_flow_module.crawl_live_flow(params_file=str(params))
+        assert again["submissions"] == 4 and "run.submissions" not in again  # nothing newer than the watermark
+        assert sha256_tree(live) == before
+    out = crawl_flow(params_file=str(params))
     assert out["threads"] == 30 + 3 and out["submissions_read"] == 30 + 4
-    assert len(list((root / "live" / "raw").glob("*.jsonl"))) == 4
+    assert len(list((live / "raw").glob("*.jsonl"))) == 4

@@ -111,7 +111,7 @@ def test_kill9_then_resume_rerequests_nothing_finished(tmp_path):
     out = list(read_jsonl(tmp_path / "out" / "train.jsonl")) + list(read_jsonl(tmp_path / "out" / "validation.jsonl"))
     assert len(out) == 6 and len({r["id"] for r in out}) == 6 and done_ids <= {r["id"] for r in out}
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["dialogues"] == 6 and report["llm.total.cached"] >= 0
+    assert report["dialogues"] == 6
     # the resume paid only for unfinished work: 6 dialogues x 13 calls = 78 calls in all, at most once each
     assert m.state.hits - total_before <= 78 - 13 * len(done_ids)
 

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from tasks.common import env
-from tasks.common.config import LoraParams, SFTStageParams, TrainerParams
 from tasks.common.io import read_jsonl, write_json
 from tasks.domain import chat_template
 from tasks.train import trainers
+from tests.params import group
 
 env.apply_defaults(offline=True)  # before prefect/mlflow/transformers are imported
 
@@ -35,9 +35,13 @@ def main() -> None:
 
     tok = chat_template.load_tokenizer(work / "tok")
     res = trainers.sft(list(read_jsonl(work / "data.jsonl")), str(work / "base"), tok,
-                       SFTStageParams(learning_rate=5.0e-3, max_steps=24), TrainerParams(save_steps=3, logging_steps=1,
-                       max_length=96, per_device_train_batch_size=4, keep_checkpoints=True, torch_threads=1),
-                       LoraParams(r=4, alpha=8), 7, work / "out", work / "ckpt", report_to="none", callbacks=[Count()])
+                       group("train.tvd", args={"learning_rate": 5.0e-3, "max_steps": 24, "assistant_only_loss": True},
+                             eval_limit=0),
+                       {**group("train").trainer, "save_steps": 3, "logging_steps": 1, "max_length": 96,
+                        "per_device_train_batch_size": 4},
+                       group("train.run", keep_checkpoints=True, torch_threads=1),
+                       group("train.lora", r=4, alpha=8, modules_to_save=[]), 7, work / "out", work / "ckpt",
+                       report_to="none", callbacks=[Count()])
     write_json(work / "result.json", {**{k: v for k, v in res.to_dict().items() if k != "log_history"},
                                       "steps_this_process": steps})
     json.dumps(steps)

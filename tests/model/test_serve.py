@@ -34,14 +34,16 @@ def test_tiny_model_answers_parse_and_simulation_runs(tiny_model, tmp_path):
     """The tiny profile's path: `open_llm` starts `esvr serve` itself (random port) from params-shaped settings."""
     import openai
 
-    from tasks.common.config import LLMParams
+    from tests.params import group
 
+    tiny_roles = group("llm").model_dump()["roles"]
     role = {"base_url": "local", "temperature": 0.8, "max_tokens": 120}
-    params = LLMParams(
-        local_models={"base": str(tiny_model), "tvd": str(tiny_model), "rg": str(tiny_model)},
-        roles={"persona_writer": {**role, "model": "base"}, "seeker": {**role, "model": "base"},
-               "supporter_teacher": {**role, "model": "base", "max_tokens": 400}, "judge": {**role, "model": "base"},
-               "tvd": {**role, "model": "tvd"}, "rg": {**role, "model": "rg", "max_tokens": 30}},
+    over = {"persona_writer": {"model": "base"}, "seeker": {"model": "base"},
+            "supporter_teacher": {"model": "base", "max_tokens": 400}, "judge": {"model": "base"},
+            "tvd": {"model": "tvd"}, "rg": {"model": "rg", "max_tokens": 30}}
+    params = group(
+        "llm", local_models={"base": str(tiny_model), "tvd": str(tiny_model), "rg": str(tiny_model)},
+        roles={name: {**tiny_roles[name], **role, **o} for name, o in over.items()},
         cache_dir=str(tmp_path / "cache"), max_concurrency=2, timeout_s=300, max_reasks=4, max_string_chars=24)
     with open_llm(params, simulate.ROLES, tmp_path) as llm:
         url = llm.roles["seeker"].base_url

@@ -15,17 +15,26 @@ import pytest
 
 from tasks import base_model
 from tasks.common import registry
-from tasks.common.config import BaseModelParams, DPOStageParams, LoraParams, SFTStageParams, TrainerParams
 from tasks.common.io import read_json, write_jsonl
 from tasks.domain import chat_template
 from tasks.train import evaluation as train_eval
 from tasks.train import trainers
 from tasks.train.common import load_causal_lm
 from tests.model import synth
+from tests.params import group
 
 ROOT = Path(__file__).resolve().parents[2]
-TC = TrainerParams(max_length=96, save_steps=1000, logging_steps=1, per_device_train_batch_size=4, torch_threads=1)
-LORA = LoraParams(r=4, alpha=8, target_modules=["q_proj", "v_proj"])
+TC = {**group("train").trainer, "max_length": 96, "save_steps": 1000, "logging_steps": 1, "per_device_train_batch_size": 4}
+RUN = group("train.run", torch_threads=1)
+LORA = group("train.lora", r=4, alpha=8, target_modules=["q_proj", "v_proj"], modules_to_save=[])
+
+
+def sft_cfg(**args):
+    return group("train.tvd", args={"assistant_only_loss": True, **args}, eval_limit=0)
+
+
+def dpo_cfg(**args):
+    return group("train.rg_dpo", args={"beta": 0.1, **args}, eval_limit=0)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +44,7 @@ def tiny(tmp_path_factory, mirror):
     rows = synth.goemotions(mirror, 160)
     tok = base_model.train_tokenizer([t for t, _ in rows], 600, 2, chat_template.template("chatml"))
     chat_template.save_tokenizer(tok, work / "tok")
-    arch = BaseModelParams().tiny.model_copy(update={"hidden_size": 64, "intermediate_size": 128})
+    arch = group("base_model.tiny", hidden_size=64, intermediate_size=128)
     base_model.build_tiny_llama(tok, arch, 1).save_pretrained(str(work / "base"))
     chat_template.save_tokenizer(tok, work / "base")
     sft_rows = [{"messages": [{"role": "user", "content": t},
@@ -69,8 +78,8 @@ def test_chat_template_artifact_required(tmp_path, tiny):
 
 def test_sft_lora_learns_saves_merged_model_that_generates(tmp_path, tiny):
     seen: dict = {}
-    res = trainers.sft(tiny["sft"], str(tiny["work"] / "base"), tiny["tok"], SFTStageParams(learning_rate=1.0e-2, max_steps=8),
-                       TC, LORA, 3, tmp_path / "sft", tmp_path / "ck", report_to="none", callbacks=[_at_end(seen)],
+    res = trainers.sft(tiny["sft"], str(tiny["work"] / "base"), tiny["tok"], sft_cfg(learning_rate=1.0e-2, max_steps=8),
+                       TC, RUN, LORA, 3, tmp_path / "sft", tmp_path / "ck", report_to="none", callbacks=[_at_end(seen)],
                        on_trainer=lambda t: seen.update(trainer=t, before=_trainable(t)))
     after = seen["after"]
     assert seen["before"] and all("lora_" in n for n in seen["before"])  # only the adapter trains
@@ -86,18 +95,18 @@ def test_sft_lora_learns_saves_merged_model_that_generates(tmp_path, tiny):
 
 
 def test_sft_is_deterministic(tmp_path, tiny):
-    cfg = SFTStageParams(learning_rate=1.0e-2, max_steps=4)
-    a = trainers.sft(tiny["sft"], str(tiny["work"] / "base"), tiny["tok"], cfg, TC, LORA, 5, tmp_path / "a", tmp_path / "ca",
+    cfg = sft_cfg(learning_rate=1.0e-2, max_steps=4)
+    a = trainers.sft(tiny["sft"], str(tiny["work"] / "base"), tiny["tok"], cfg, TC, RUN, LORA, 5, tmp_path / "a", tmp_path / "ca",
                      report_to="none")
-    b = trainers.sft(tiny["sft"], str(tiny["work"] / "base"), tiny["tok"], cfg, TC, LORA, 5, tmp_path / "b", tmp_path / "cb",
+    b = trainers.sft(tiny["sft"], str(tiny["work"] / "base"), tiny["tok"], cfg, TC, RUN, LORA, 5, tmp_path / "b", tmp_path / "cb",
                      report_to="none")
     assert a.train_loss == b.train_loss
 
 
 def test_dpo_with_lora_has_no_reference_model(tmp_path, tiny):
     seen: dict = {}
-    res = trainers.dpo(tiny["pairs"], str(tiny["work"] / "base"), tiny["tok"], DPOStageParams(learning_rate=1.0e-2, max_steps=6),
-                       TC, LORA, 3, tmp_path / "dpo", tmp_path / "ck", eval_pairs=tiny["pairs"][:8], report_to="none",
+    res = trainers.dpo(tiny["pairs"], str(tiny["work"] / "base"), tiny["tok"], dpo_cfg(learning_rate=1.0e-2, max_steps=6),
+                       TC, RUN, LORA, 3, tmp_path / "dpo", tmp_path / "ck", eval_pairs=tiny["pairs"][:8], report_to="none",
                        callbacks=[_at_end(seen)], on_trainer=lambda t: seen.update(ref=t.ref_model, before=_trainable(t), trainer=t))
     assert seen["ref"] is None and seen["trainer"].ref_model is None  # reference = base with the adapter disabled
     after = seen["after"]
@@ -109,7 +118,7 @@ def test_dpo_with_lora_has_no_reference_model(tmp_path, tiny):
 def test_registered_model_reloads_from_mlflow_and_generates(tmp_path, tiny, mlflow_store):
     import mlflow
 
-    res = trainers.sft(tiny["sft"][:32], str(tiny["work"] / "base"), tiny["tok"], SFTStageParams(max_steps=2), TC, LORA, 3,
+    res = trainers.sft(tiny["sft"][:32], str(tiny["work"] / "base"), tiny["tok"], sft_cfg(max_steps=2), TC, RUN, LORA, 3,
                        tmp_path / "m", tmp_path / "ck", report_to="none")
     with mlflow.start_run():
         version = registry.register(Path(res.model_dir), "tvd", ["sft", "champion"])
@@ -144,3 +153,14 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, tiny):
     assert res["resumed_from"].endswith(killed_at.name) and res["start_step"] == start >= 3
     assert res["global_step"] == 24 and res["steps_this_process"][0] == start + 1  # it continued, not restarted
     assert len(res["steps_this_process"]) == 24 - start and math.isfinite(res["train_loss"])
+
+
+def test_dpo_reference_check_fails_on_a_second_model():
+    """The reference we intend is the init with the adapter disabled: a trainer holding a separate ref_model, or a
+    policy that is not a PEFT model, is refused."""
+    from types import SimpleNamespace
+
+    with pytest.raises(trainers.TrainingError, match="separate reference"):
+        trainers.check_reference_is_frozen_init(SimpleNamespace(ref_model=object(), model=object()))
+    with pytest.raises(trainers.TrainingError, match="not a PEFT model"):
+        trainers.check_reference_is_frozen_init(SimpleNamespace(ref_model=None, model=object()))

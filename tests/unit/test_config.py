@@ -90,3 +90,59 @@ def test_dataset_length_filter_may_not_exceed_the_training_window(tmp_path, monk
     assert f"{tmp_path / 'tiny.yaml'}:" in msg  # where the trainer's window is set
     (tmp_path / "short.yaml").write_text("extends: tiny\ndatasets:\n  max_length: 256\n")
     assert load_profile("short").datasets.max_length == 256  # a tighter filter is fine
+
+
+def test_group_view_guards_declared_sub_groups():
+    """A stage that declares `train.tvd` and `base_model.dtype` reads those, not the rest of `train`/`base_model`."""
+    view = config.GroupView(load_profile("tiny"), ["train.tvd", "train.run", "base_model.dtype"], "demo")
+    assert view.train.tvd.args["max_steps"] > 0 and view.train.run.torch_threads >= 1
+    assert view.base_model.dtype == "float32"
+    with pytest.raises(AttributeError, match=r"params 'train.rg_dpo'"):
+        _ = view.train.rg_dpo
+    with pytest.raises(AttributeError, match=r"params 'base_model.name'"):
+        _ = view.base_model.name
+
+
+def _fields_with_defaults(model: type, prefix: str = "") -> list[str]:
+    from pydantic import BaseModel
+
+    found = []
+    for name, f in model.model_fields.items():
+        if not f.is_required():
+            found.append(prefix + name)
+        for t in getattr(f.annotation, "__args__", ()) + (f.annotation,):
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                found += _fields_with_defaults(t, f"{prefix}{name}.")
+    return found
+
+
+def test_defaults_are_declared_once_in_the_tiny_profile():
+    """The schema declares types and constraints only: every value is in profiles/tiny.yaml (paper overrides it),
+    so no key has one value in the schema and another in a profile."""
+    assert _fields_with_defaults(config.Params) == []
+    load_profile("tiny")  # complete: validation would name any missing key
+
+
+def test_a_missing_key_is_named_with_its_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(config.paths, "PROFILES_DIR", tmp_path)
+    text = (config.paths.ROOT / "profiles" / "tiny.yaml").read_text()
+    (tmp_path / "tiny.yaml").write_text(text.replace("  prefilter: true", "  # prefilter removed"))
+    with pytest.raises(ConfigError, match=r"crawl\.prefilter: Field required"):
+        load_profile("tiny")
+
+
+def test_trl_settings_are_checked_against_trl(tmp_path, monkeypatch):
+    """train.* TRL dicts: an unknown key fails at load naming file:line (fast, from TRL's own source); a wrong type
+    is caught by TRL's annotations; a key esvr sets itself is refused."""
+    monkeypatch.setattr(config.paths, "PROFILES_DIR", tmp_path)
+    (tmp_path / "tiny.yaml").write_text((config.paths.ROOT / "profiles" / "tiny.yaml").read_text())
+    (tmp_path / "a.yaml").write_text("extends: tiny\ntrain:\n  tvd:\n    args:\n      learnin_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"a\.yaml:5: train\.tvd\.args\.learnin_rate: not a field of trl\.SFTConfig"):
+        load_profile("a")
+    (tmp_path / "b.yaml").write_text("extends: tiny\ntrain:\n  trainer:\n    seed: 3\n")
+    with pytest.raises(ConfigError, match=r"train\.trainer\.seed: set by esvr"):
+        load_profile("b")
+    (tmp_path / "c.yaml").write_text("extends: tiny\ntrain:\n  rg_dpo:\n    args:\n      beta: strong\n")
+    errors = config.trl_type_errors(load_profile("c"), [tmp_path / "tiny.yaml", tmp_path / "c.yaml"])
+    assert any("train.rg_dpo.args.beta" in e and "c.yaml:5" in e for e in errors), errors
+    assert config.trl_type_errors(load_profile("tiny"), [tmp_path / "tiny.yaml"]) == []

@@ -8,12 +8,12 @@ import copy
 import pytest
 
 from tasks import datasets as ds
-from tasks.common.config import DatasetsParams
 from tasks.common.io import read_json
 from tasks.domain import prompts
 from tests.dataset_builders import save_tiny_tokenizer, thread, values, write_store
+from tests.params import datasets_cfg
 
-CFG = DatasetsParams()
+CFG = datasets_cfg()
 
 
 def ann_map(anns):
@@ -32,7 +32,7 @@ def test_clean_text():
      ("either", 0.3, 0.25, False), ("both", 0.6, 0.55, False), ("both", 0.6, 0.4, True)],
 )
 def test_positivity_rule(rule, p, prev, expected):
-    cfg = DatasetsParams(positivity_rule=rule, positivity_threshold=0.5, positivity_min_increase=0.1)
+    cfg = datasets_cfg(positivity_rule=rule, positivity_threshold=0.5, positivity_min_increase=0.1)
     assert ds.is_positive(p, prev, cfg) is expected
 
 
@@ -67,7 +67,7 @@ def test_deeper_path_history_and_increase_rule():
     th, anns = thread("t")
     a = ann_map(anns)
     a["t-t1_o3"]["positivity"] = 0.45  # below threshold, but not above o2 (0.8): still negative
-    cfg = DatasetsParams(positivity_rule="increase", positivity_min_increase=0.1)
+    cfg = datasets_cfg(positivity_rule="increase", positivity_min_increase=0.1)
     count = lambda m, g: ds.estimate_tokens(m, g, 4.0)  # noqa: E731
     def positives(): return {r["outcome_id"] for r in ds.assemble(ds.extract_thread(th, a, cfg, 1).examples, cfg, 0,
                                                                     count)[0]["tvd"]["train"]}
@@ -133,11 +133,11 @@ def test_length_filter_drops_and_counts_with_a_real_tokenizer(tmp_path):
     n_prompt = count(rec["messages"][:-1], True)
     n_full = count(rec["messages"], False)
     assert n_full > n_prompt > 20
-    tight = DatasetsParams(max_length=n_prompt + 4, min_answer_tokens=8)
+    tight = datasets_cfg(max_length=n_prompt + 4, min_answer_tokens=8)
     assert ds.length_check("tvd", rec, count, tight.max_length, tight.min_answer_tokens) == "prompt_leaves_no_room"
     assert ds.length_check("tvd", rec, count, n_full - 1, 1) == "answer_truncated"
     assert ds.length_check("tvd", rec, count, n_full, 1) is None
-    _, stats = ds.assemble(exs, DatasetsParams(max_length=n_prompt + 4), 0, count)
+    _, stats = ds.assemble(exs, datasets_cfg(max_length=n_prompt + 4), 0, count)
     assert stats["tvd"]["total"] == 0 and stats["tvd"]["dropped"]["prompt_leaves_no_room"] >= 1
 
 
@@ -159,7 +159,7 @@ def test_run_writes_splits_cards_and_stats(tmp_path):
     data = ds.load_datasets(out)
     assert ds.contract_violations(data, {f"th{i:02d}" for i in range(8)}) == []
     assert read_json(out / "stats.json")["tvd"]["total"] == 16
-    limited = ds.run(DatasetsParams(limit_threads=3), 7, threads_dir, ann_dir, tmp_path / "d2")
+    limited = ds.run(datasets_cfg(limit_threads=3), 7, threads_dir, ann_dir, tmp_path / "d2")
     assert limited["extraction"]["threads"] == 3
 
 
@@ -178,11 +178,11 @@ def test_an_over_long_rejected_comment_gives_way_to_a_spare():
     long_id = ex["rejected"][0]["id"]
     ex["rejected"][0]["text"] = "word " * 2000
     count = lambda m, g: ds.estimate_tokens(m, g, 4.0)  # noqa: E731
-    out, stats = ds.assemble([ex], DatasetsParams(max_rejected_per_example=2), 0, count)
+    out, stats = ds.assemble([ex], datasets_cfg(max_rejected_per_example=2), 0, count)
     pairs = [r for recs in out["rg_pairs"].values() for r in recs]
     assert len(pairs) == 2 and long_id not in {p["rejected_id"] for p in pairs}
     assert stats["rg_pairs"]["dropped"] == {"rejected_truncated": 1}
-    trimmed = ds.extract_thread(th, ann_map(anns), DatasetsParams(max_turn_chars=20), 1)
+    trimmed = ds.extract_thread(th, ann_map(anns), datasets_cfg(max_turn_chars=20), 1)
     assert trimmed.counters["history_turns_trimmed"] == 5  # P for o2 and ob; P, a1, o2 for o3
     assert all(len(t) <= 22 for e in trimmed.examples for _, t in e["history"])
 
@@ -193,7 +193,7 @@ def test_trim_turn_cuts_at_a_word_boundary():
 
 
 def test_detector_thresholds_decide_what_a_rejected_comment_expresses(tmp_path):
-    cfg = DatasetsParams(value_threshold="detector")
+    cfg = datasets_cfg(value_threshold="detector")
     with pytest.raises(ds.DatasetsError, match="thresholds.json"):
         ds.thresholds_of(cfg)
     with pytest.raises(ds.DatasetsError, match="20 categories"):
@@ -207,20 +207,20 @@ def test_detector_thresholds_decide_what_a_rejected_comment_expresses(tmp_path):
     default = {e["outcome_id"]: e for e in ds.extract_thread(th, ann_map(anns), CFG, 1).examples}["t-t1_ob"]
     assert "t-t1_c1" not in {r["id"] for r in default["rejected"]}
     with pytest.raises(ValueError):
-        DatasetsParams(value_threshold=1.5)
+        datasets_cfg(value_threshold=1.5)
 
 
 def test_positivity_quantile_sets_the_threshold_from_the_corpus():
     exs = _examples(4, positive_only=False)  # per thread: o2 0.8, o3 0.3, ob 0.9
     count = lambda m, g: ds.estimate_tokens(m, g, 4.0)  # noqa: E731
-    assert ds.positivity_threshold(DatasetsParams(), [0.1, 0.9]) == 0.5
-    assert ds.positivity_threshold(DatasetsParams(positivity_quantile=0.5), [0.1, 0.2, 0.9]) == 0.2
-    assert ds.positivity_threshold(DatasetsParams(positivity_quantile=0.25), [0.0, 1.0]) == 0.25
-    cfg = DatasetsParams(positivity_rule="threshold", positivity_quantile=0.9)
+    assert ds.positivity_threshold(datasets_cfg(), [0.1, 0.9]) == 0.5
+    assert ds.positivity_threshold(datasets_cfg(positivity_quantile=0.5), [0.1, 0.2, 0.9]) == 0.2
+    assert ds.positivity_threshold(datasets_cfg(positivity_quantile=0.25), [0.0, 1.0]) == 0.25
+    cfg = datasets_cfg(positivity_rule="threshold", positivity_quantile=0.9)
     _, stats = ds.assemble(exs, cfg, 0, count)
     assert stats["positivity"]["candidates"] == 12 and stats["positivity"]["threshold"] == 0.9
     assert stats["positivity"]["positive"] == 4  # only the ob replies (0.9) reach the 90th percentile
-    _, base = ds.assemble(exs, DatasetsParams(), 0, count)
+    _, base = ds.assemble(exs, datasets_cfg(), 0, count)
     assert base["positivity"]["positive"] == 8 and base["positivity"]["positive_rate"] == round(8 / 12, 4)
 
 

@@ -7,9 +7,9 @@ import yaml
 
 from tasks import datasets as ds
 from tasks.common import paths
-from tasks.common.config import DatasetsParams
 from tasks.common.io import read_json, write_json
 from tests.dataset_builders import write_store
+from tests.params import datasets_cfg
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_flow_writes_metrics_and_logs_mlflow_dataset_inputs(prefect_api, mlflow_
 def test_extract_shard_task_is_cached_across_calls_and_keyed_on_content(prefect_api, store):
     from prefect import flow
 
-    cfg = DatasetsParams()
+    cfg = datasets_cfg()
     shard = sorted((ds.THREADS_DIR / "shards").glob("*.jsonl"))[0]
     ann = ds.ANNOTATED_DIR / "shards" / shard.name
     task = ds._extract_task()

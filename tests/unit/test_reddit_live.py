@@ -8,9 +8,9 @@ import logging
 import orjson
 import pytest
 
-from tasks.common.config import CrawlParams
 from tasks.crawl import crawl, records, reddit_live
 from tests.fakes.reddit_fake import FakeReddit, build_site, env_for
+from tests.params import group
 
 RULES = records.ThreadRules()
 
@@ -29,7 +29,7 @@ def live_env(monkeypatch):
 
 
 def lv(**over):
-    return {**CrawlParams().live.model_dump(), "subreddit": "AskMen", "timeout_s": 10.0, **over}
+    return group("crawl.live", subreddit="AskMen", timeout_s=10.0, **over)
 
 
 def test_crawl_collects_trees_with_bounded_replace_more(site, live_env, tmp_path, caplog):
@@ -48,7 +48,7 @@ def test_crawl_collects_trees_with_bounded_replace_more(site, live_env, tmp_path
     assert "dummy-secret" not in blob + caplog.text
 
     out = tmp_path / "threads"
-    stats = crawl.run({**CrawlParams().model_dump(), "subreddit": "AskMen"}, [], [], out, records.Pseudonymiser(b"k"),
+    stats = crawl.run(group("crawl", subreddit="AskMen"), [], [], out, records.Pseudonymiser(b"k"),
                       live_dirs=[tmp_path / "state"])
     assert stats["threads"] == 11 and stats["threads_dropped_deleted_post"] == 1 and stats["op_replies"] > 10
     threads = [orjson.loads(x) for f in (out / "shards").glob("*.jsonl") for x in f.read_bytes().splitlines()]
