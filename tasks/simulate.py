@@ -19,7 +19,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,39 +188,52 @@ class Progress:
         self._f.close()
 
 
-async def simulate_all(llm: LLM, personas: list[dict[str, Any]], sim_cfg: dict[str, Any], progress: Progress,
-                       concurrency: int) -> dict[str, Any]:
-    """Run every persona's dialogue (bounded concurrency); finished ones go to `progress`. Returns counters."""
-    sem = asyncio.Semaphore(concurrency)
+async def run_to_progress(items: list[tuple[str, Any]], work: Callable[[str, Any], Awaitable[dict[str, Any]]],
+                          progress: Progress, limit: int, what: str) -> dict[str, Any]:
+    """`work(key, item)` for every item whose key is not in `progress` yet, at most `limit` at once; each record it
+    returns is appended to `progress` (fsync'd) as soon as it is done. An LLMError fails that item (counted and
+    logged, the others go on); BudgetExceeded stops starting new ones. Returns counters (also used by rollouts)."""
+    sem = asyncio.Semaphore(limit)
     failed: list[str] = []
     stopped = {"budget": False}
-    todo = [(dialogue_id(p, sim_cfg), p) for p in personas]
-    todo = [(d, p) for d, p in todo if d not in progress.done]
-    log.info("simulate: %d dialogues to run, %d already finished", len(todo), len(personas) - len(todo))
+    todo = [(k, x) for k, x in items if k not in progress.done]
+    log.info("%d %ss to run, %d already finished", len(todo), what, len(items) - len(todo))
     t0 = time.monotonic()
 
-    async def one(did: str, p: dict[str, Any]) -> None:
+    async def one(key: str, item: Any) -> None:
         async with sem:
             if stopped["budget"]:
                 return
             try:
-                sim = await simulate_dialogue(llm, p, sim_cfg["min_turns"], sim_cfg["max_turns"], did)
+                rec = await work(key, item)
             except BudgetExceeded as e:
                 if not stopped["budget"]:
                     log.warning("budget reached: %s", e)
                 stopped["budget"] = True
                 return
             except LLMError as e:
-                log.warning("dialogue %s (persona %s) failed: %s", did, p["id"], e)
-                failed.append(did)
+                log.warning("%s %s failed: %s", what, key, e)
+                failed.append(key)
                 return
-            await asyncio.to_thread(progress.add, to_record(did, p, sim))  # fsync off the event loop
-            n = len(progress.done)
-            log.info("dialogue %s done (%d/%d, %.1f s)", did, n, len(personas), time.monotonic() - t0)
+            await asyncio.to_thread(progress.add, rec)  # fsync off the event loop
+            log.info("%s %s done (%d/%d, %.1f s)", what, key, len(progress.done), len(items), time.monotonic() - t0)
 
-    await asyncio.gather(*(one(d, p) for d, p in todo))
-    await llm.aclose()
+    await asyncio.gather(*(one(k, x) for k, x in todo))
     return {"failed": len(failed), "stopped_by_budget": stopped["budget"], "wall_s": time.monotonic() - t0}
+
+
+async def simulate_all(llm: LLM, personas: list[dict[str, Any]], sim_cfg: dict[str, Any], progress: Progress,
+                       concurrency: int) -> dict[str, Any]:
+    """Run every persona's dialogue (bounded concurrency); finished ones go to `progress`. Returns counters."""
+
+    async def work(did: str, p: dict[str, Any]) -> dict[str, Any]:
+        return to_record(did, p, await simulate_dialogue(llm, p, sim_cfg["min_turns"], sim_cfg["max_turns"], did))
+
+    try:
+        return await run_to_progress([(dialogue_id(p, sim_cfg), p) for p in personas], work, progress, concurrency,
+                                     "dialogue")
+    finally:
+        await llm.aclose()
 
 
 def summarise(train: list[dict[str, Any]], val: list[dict[str, Any]]) -> dict[str, float]:

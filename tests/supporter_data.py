@@ -60,9 +60,9 @@ def build_tiny_base(models: Path, hidden: int = 32, max_positions: int = 1024) -
     """models/tokenizer and models/base as the base_model stage writes them (BPE on the fixture texts, ChatML with
     generation markers, a 2-layer Llama from a config)."""
     from tasks import base_model
-    from tests.params import group
     from tasks.domain import chat_template
     from tasks.domain.supporter_format import ANSWER_INSTRUCTIONS, format_answer
+    from tests.params import group
 
     texts = [*SEEKER_LINES, SUPPORTER_SYSTEM, ANSWER_INSTRUCTIONS, *VALUE_CATEGORIES, *STRATEGIES]
     for i in range(6):

@@ -114,7 +114,7 @@ def pairs_file(in_path: str | Path, out_path: str | Path, t_diff: float, consist
     import pyarrow.json as pj
 
     from tasks.common.io import atomic_open
-    from tasks.supporter.reward import RewardInputError, continuation_returns, first_repeat, line_of, ragged
+    from tasks.supporter.reward import RewardInputError, candidates_of, continuation_returns, ragged
 
     path = Path(in_path)
     if not path.is_file():
@@ -129,20 +129,8 @@ def pairs_file(in_path: str | Path, out_path: str | Path, t_diff: float, consist
         raise RewardInputError(f"{path}: not readable as rewarded candidates (state_id, candidate_id: strings; "
                                f"reward: a number): {e}") from None
     need = ("state_id", "candidate_id", "reward") + (("n",) if consistent else ())
-    for key in need:
-        col = table.column(key)
-        if col.null_count:
-            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            hint = " (run `esvr supporter reward` first)" if key in ("reward", "n") else ""
-            raise RewardInputError(f"{path}:{line_of(path, row)}: key '{key}' is missing{hint}")
-    enc = table.column("state_id").combine_chunks().dictionary_encode()
-    state = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    state_ids = enc.dictionary.to_pylist()
-    cand = table.column("candidate_id").to_pylist()
-    dup = first_repeat(table)
-    if dup is not None:
-        raise RewardInputError(f"{path}:{line_of(path, dup[0])}: candidate '{cand[dup[0]]}' of state "
-                               f"'{state_ids[state[dup[0]]]}' appears again (first at line {line_of(path, dup[1])})")
+    hint = " (run `esvr supporter reward` first)"
+    state, state_ids, cand = candidates_of(table, path, need, {"reward": hint, "n": hint})
     reward = table.column("reward").to_numpy()
     per_cont = cont_mask = None
     if consistent:

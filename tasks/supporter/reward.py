@@ -292,6 +292,27 @@ def ragged(column: Any) -> Ragged:
     return Ragged(row, c, k_pos, n_cont, cont_mask, turn_mask, pc.list_flatten(inner))
 
 
+def candidates_of(table: Any, path: Path, required: Sequence[str],
+                  hints: dict[str, str] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
+    """(state codes by first appearance, state ids, candidate ids) of a table whose rows are candidates; a missing
+    required key or a repeated (state_id, candidate_id) is an error naming the line."""
+    for key in required:
+        col = table.column(key)
+        if col.null_count:
+            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise RewardInputError(f"{path}:{line_of(path, row)}: key '{key}' is missing{(hints or {}).get(key, '')}")
+    enc = table.column("state_id").combine_chunks().dictionary_encode()
+    state = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    state_ids = enc.dictionary.to_pylist()
+    cand = table.column("candidate_id").to_pylist()
+    dup = first_repeat(table)
+    if dup is not None:
+        raise RewardInputError(f"{path}:{line_of(path, dup[0])}: candidate '{cand[dup[0]]}' of state "
+                               f"'{state_ids[state[dup[0]]]}' appears again (first at line {line_of(path, dup[1])}); "
+                               "every (state_id, candidate_id) must be unique")
+    return state, state_ids, cand
+
+
 def first_repeat(table: Any) -> tuple[int, int] | None:
     """(row, row of its first occurrence) of the first repeated (state_id, candidate_id), or None."""
     import pyarrow.compute as pc
@@ -345,22 +366,8 @@ def scored_from_table(table: Any, path: str | Path) -> Scored:
     def where(row: int) -> str:
         return f"{path}:{line_of(path, row)}"
 
-    for key in ("state_id", "candidate_id", "target_values", "continuations"):
-        col = table.column(key)
-        if col.null_count:
-            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise RewardInputError(f"{where(row)}: key '{key}' is missing")
-
-    # states (first-appearance codes) and duplicate candidates
-    sid = table.column("state_id").combine_chunks().dictionary_encode()
-    state = sid.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    state_ids = sid.dictionary.to_pylist()
-    cand = table.column("candidate_id").to_pylist()
-    dup = first_repeat(table)
-    if dup is not None:
-        raise RewardInputError(f"{where(dup[0])}: candidate '{cand[dup[0]]}' of state '{state_ids[state[dup[0]]]}' "
-                               f"appears again (first at line {line_of(path, dup[1])}); every (state_id, "
-                               "candidate_id) must be unique")
+    state, state_ids, cand = candidates_of(table, path, ("state_id", "candidate_id", "target_values",
+                                                         "continuations"))
 
     # target values -> category indices
     tv = table.column("target_values").combine_chunks()

@@ -29,8 +29,8 @@ from tasks.common.hashing import content_id, sha256_file
 from tasks.common.io import read_jsonl, write_jsonl
 from tasks.common.orchestration import shard_task
 from tasks.domain.supporter_format import FORMAT_VERSION, answer_regex, parse, response_of, supporter_messages
-from tasks.llm.client import LLM, BudgetExceeded, LLMError, Role, stable_seed
-from tasks.simulate import Progress, ask_rg, ask_seeker, ask_tvd
+from tasks.llm.client import LLM, Role, stable_seed
+from tasks.simulate import Progress, ask_rg, ask_seeker, ask_tvd, run_to_progress
 from tasks.supporter.examples import turn_states
 
 log = logging.getLogger(__name__)
@@ -149,36 +149,15 @@ def states_in_flight(max_concurrency: int, cfg: RolloutsParams) -> int:
 async def rollout_states(llm: LLM, states: Sequence[dict[str, Any]], personas: dict[str, dict[str, Any]],
                          cfg: RolloutsParams, progress: Progress, max_concurrency: int) -> dict[str, Any]:
     """Roll out every state not yet in `progress` (finished ones are appended there); returns counters."""
-    todo = [s for s in states if s["state_id"] not in progress.done]
-    sem = asyncio.Semaphore(states_in_flight(max_concurrency, cfg))
-    failed: list[str] = []
-    stopped = {"budget": False}
-    t0 = time.monotonic()
 
-    async def one(s: dict[str, Any]) -> None:
-        async with sem:
-            if stopped["budget"]:
-                return
-            try:
-                rec = await rollout_state(llm, s, personas[s["persona_id"]], cfg)
-            except BudgetExceeded as e:
-                if not stopped["budget"]:
-                    log.warning("budget reached: %s", e)
-                stopped["budget"] = True
-                return
-            except LLMError as e:
-                log.warning("state %s (dialogue %s, turn %s) failed: %s", s["state_id"], s["dialogue_id"], s["turn"], e)
-                failed.append(s["state_id"])
-                return
-            await asyncio.to_thread(progress.add, rec)  # fsync off the event loop
-            log.info("state %s done (%d/%d, %.1f s)", s["state_id"], len(progress.done), len(states),
-                     time.monotonic() - t0)
+    async def work(sid: str, s: dict[str, Any]) -> dict[str, Any]:
+        return await rollout_state(llm, s, personas[s["persona_id"]], cfg)
 
     try:
-        await asyncio.gather(*(one(s) for s in todo))
+        return await run_to_progress([(s["state_id"], s) for s in states], work, progress,
+                                     states_in_flight(max_concurrency, cfg), "state")
     finally:
         await llm.aclose()
-    return {"failed": len(failed), "stopped_by_budget": stopped["budget"], "wall_s": time.monotonic() - t0}
 
 
 # ------------------------------------------------------------------------------------------ rows and scoring
