@@ -13,7 +13,7 @@ from tasks.common import paths
 from tasks.common.config import CrawlParams
 from tasks.common.hashing import sha256_file
 from tasks.common.io import write_json
-from tasks.common.orchestration import shard_task, stage_params
+from tasks.common.orchestration import map_shards, runner_params, shard_task, stage_params
 from tasks.common.tracking import stage_run
 from tasks.crawl import crawl, crawl_live, records, reddit_live
 
@@ -46,16 +46,17 @@ def crawl_flow(params_file: str = "params.yaml") -> dict:
 
         pseudo = _pseudo(cfg, params.seed)  # fails fast (before any reading) when no key is allowed
         parts: list[tuple[str, list, Counter]] = []
-        for rel in cfg.tables:
-            p = paths.EXTERNAL / rel
-            _need(p, rel)
-            parts.append(read_table_file(str(p), sha256_file(p), cfg, params.seed, pseudo.fingerprint,
-                                         crawl.CACHE_VERSION))
-        for rel in cfg.dumps:
-            p = paths.EXTERNAL / rel
-            _need(p, rel)
-            parts.append(read_dump_file(str(p), sha256_file(p), cfg, params.seed, pseudo.fingerprint,
-                                        crawl.CACHE_VERSION))
+        # One cached task per input file, spread over the configured runner (threads, Dask or Ray); results come
+        # back in input order, so the thread store does not depend on where a file was read.
+        runner = runner_params(paths.ROOT / params_file)
+        for task_fn, files in ((read_table_file, cfg.tables), (read_dump_file, cfg.dumps)):
+            calls = []
+            for rel in files:
+                p = paths.EXTERNAL / rel
+                _need(p, rel)
+                calls.append({"path": str(p), "sha256": sha256_file(p), "cfg": cfg, "seed": params.seed,
+                              "key_fingerprint": pseudo.fingerprint, "cache_version": crawl.CACHE_VERSION})
+            parts += [state.result() for state in map_shards(task_fn, calls, runner)]
         live = crawl_live.live_dir()  # stage crawl_live's DVC out: what the live crawl has collected
         if (live / "raw").is_dir() and any((live / "raw").glob("*.jsonl")):
             parts.append(reddit_live.live_part(live))

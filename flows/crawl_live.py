@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from prefect import flow, task
 
@@ -14,7 +13,6 @@ from tasks.common.tracking import stage_run
 from tasks.crawl import crawl_live, records
 
 log = logging.getLogger(__name__)
-LIVE_DIR = crawl_live.LIVE_DIR
 
 
 @flow(name="crawl_live", log_prints=False)
@@ -22,10 +20,10 @@ def crawl_live_flow(params_file: str = "params.yaml") -> dict:
     params = stage_params("crawl_live", paths.ROOT / params_file)
     cfg = params.crawl
     lv = cfg.live
-    if Path(lv.state_dir) != Path(LIVE_DIR):
-        raise records.CrawlError(f"crawl.live.state_dir is {lv.state_dir!r}; the DVC-tracked live input is "
-                                 f"{LIVE_DIR!r} (dvc.yaml crawl_live outs): set it back")
     state = crawl_live.live_dir()
+    if (paths.DATA.parent / lv.state_dir).resolve() != state.resolve():  # DATA.parent: the project root
+        raise records.CrawlError(f"crawl.live.state_dir is {lv.state_dir!r}; the DVC-tracked live input is {state} "
+                                 "(dvc.yaml crawl_live outs): set it back")
     state.mkdir(parents=True, exist_ok=True)
 
     @task(name="crawl-live", retries=lv.retries, retry_delay_seconds=lv.retry_delay_s)

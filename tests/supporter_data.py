@@ -61,10 +61,10 @@ def build_tiny_base(models: Path, hidden: int = 32, max_positions: int = 1024) -
     generation markers, a 2-layer Llama from a config)."""
     from tasks import base_model
     from tasks.domain import chat_template
-    from tasks.domain.supporter_format import ANSWER_INSTRUCTIONS, format_answer
+    from tasks.domain.supporter_format import INPUT_LABELS, format_answer
     from tests.params import group
 
-    texts = [*SEEKER_LINES, SUPPORTER_SYSTEM, ANSWER_INSTRUCTIONS, *VALUE_CATEGORIES, *STRATEGIES]
+    texts = [*SEEKER_LINES, SUPPORTER_SYSTEM, *INPUT_LABELS.values(), *VALUE_CATEGORIES, *STRATEGIES]
     for i in range(6):
         for t in dialogue(i)["turns"]:
             texts += [format_answer(**t), t["alt_response_with_reference"], t["alt_response_without_reference"]]

@@ -30,6 +30,10 @@ app.add_typer(importlib.import_module("tasks.cli.llm").app)  # serve, simulate, 
 app.add_typer(train_app, name="train")
 app.add_typer(importlib.import_module("tasks.cli.ops").gpu_app, name="gpu")
 app.add_typer(importlib.import_module("tasks.cli.ops").mlflow_app, name="mlflow")
+_chat_cli = importlib.import_module("tasks.cli.chat")
+app.add_typer(_chat_cli.app)  # esvr chat
+app.add_typer(_chat_cli.guard_app, name="guard")
+app.add_typer(importlib.import_module("tasks.cli.review").app, name="review")
 app.add_typer(importlib.import_module("tasks.cli.supporter").app, name="supporter")
 
 log = logging.getLogger("esvr")

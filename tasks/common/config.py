@@ -390,6 +390,46 @@ class GpuPlanParams(StrictModel):
 
     hourly_usd: float = Field(ge=0.0)  # price of one GPU hour, for the cost column
     expected_examples: dict[str, int]  # stage -> training rows (or pairs / utterances / dialogues) at this profile
+# --------------------------------------------------------------------------------------------------- interaction
+class GuardParams(StrictModel):
+    """`guard`: the crisis guard in front of every model turn (tasks/chat/guard.py, docs/safety.md)."""
+
+    lexicon: str  # lexicon YAML (idioms, negation, rules), relative to the project root
+    resources: str  # safe message + crisis lines per locale, each with its source
+    locale: str  # default locale of the safe message (a language tag such as en, en-GB, de-DE)
+    events_file: str | None  # JSONL of crisis events (never the message text); null: the log only
+
+
+class ChatParams(StrictModel):
+    """`chat`: `esvr chat` — how the supporter is asked and which helpers give it target values and a reference."""
+
+    prompt: Literal["auto", "supporter", "teacher", "reference"]  # auto: by the supporter URI (docs/chat.md)
+    tvd: str | None  # target value detector (folder or models:/NAME@ALIAS); null: no target values
+    rg: str | None  # reference generator; null: no reference response
+    missing_helpers: Literal["warn", "fail"]  # tvd/rg that resolve to nothing: chat without them, or stop
+    temperature: float = Field(ge=0.0, le=2.0)
+    max_tokens: int = Field(gt=0)  # the supporter's answer (4 reasoning lines + the reply)
+    tvd_max_tokens: int = Field(gt=0)
+    rg_max_tokens: int = Field(gt=0)
+    history_turns: int = Field(ge=1)  # newest dialogue turns sent to the models
+    api_key_env: str | None  # env var holding the key of an OpenAI-compatible URL supporter; null: no key
+    timeout_s: float = Field(gt=0)  # per HTTP attempt
+    max_retries: int = Field(ge=0)
+    max_reasks: int = Field(ge=0)  # re-asks of a TVD line or teacher JSON that does not parse
+    serve_startup_timeout_s: float = Field(gt=0)  # the local model server (esvr serve) must be healthy by then
+
+
+class ReviewParams(StrictModel):
+    """`review`: the pairwise review page (tasks/review/) and its results (docs/review.md)."""
+
+    host: str  # bind address of `esvr review serve`
+    port: int = Field(ge=1, le=65535)
+    token_bytes: int = Field(ge=16)  # random bytes per rater token (URL-safe base64)
+    max_comment_chars: int = Field(ge=0)
+    busy_timeout_ms: int = Field(ge=0)  # sqlite waits this long for a concurrent writer before failing
+    bootstrap_samples: int = Field(ge=100)  # resamples of pairs for the win-rate intervals
+    ci_level: float = Field(gt=0.0, lt=1.0)
+    experiment: str  # MLflow experiment of `esvr review results`
 
 
 # --------------------------------------------------------------------------------------------------- supporter
@@ -471,6 +511,10 @@ class Params(StrictModel):
     orchestration: OrchestrationParams
     serving: ServingParams
     gpu: GpuPlanParams
+    # interaction (no DVC stage): `esvr chat`, the crisis guard, the review page
+    guard: GuardParams
+    chat: ChatParams
+    review: ReviewParams
 
 
 # --------------------------------------------------------------------------------------------------- loading

@@ -19,12 +19,9 @@ from tasks.crawl import crawl, records, reddit_live
 
 log = logging.getLogger(__name__)
 
-#: The stage's DVC out (dvc.yaml), relative to the project; crawl.live.state_dir must name it.
-LIVE_DIR = paths.LIVE.relative_to(paths.ROOT).as_posix()
-
-
 def live_dir() -> Path:
-    """Where the live crawl's DVC-tracked state lives (read by stage crawl)."""
+    """Where the live crawl's DVC-tracked state lives (the stage's DVC out; read by stage crawl); crawl.live.state_dir
+    must name it."""
     return paths.LIVE
 
 

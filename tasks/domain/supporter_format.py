@@ -9,6 +9,10 @@ one to one, so a teacher turn becomes a training target with `format_answer(**fi
     Adopt the reference: Yes|No - <why>
     Strategy: <one of the 8 ESConv strategies>
     Response: <the reply the seeker sees>
+
+What the supporter reads each turn is declared here too (`supporter_messages`): the dialogue so far as chat turns
+(seeker = user, supporter = assistant, its past replies as the seeker saw them), and on the newest seeker turn the
+turn's target values and reference response — the inputs the teacher had (tasks/domain/sim_prompts.teacher_messages).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.domain.sim_prompts import STRATEGIES, SUPPORTER_SYSTEM, teacher_messages
+from tasks.domain.sim_prompts import SUPPORTER_SYSTEM
+from tasks.domain.strategies import STRATEGIES
 
 FORMAT_VERSION = "supporter-format-v1"
 
@@ -28,6 +33,9 @@ LABELS = {
     "strategy": "Strategy",
     "response": "Response",
 }
+#: Labels of the per-turn inputs appended to the newest seeker message.
+INPUT_LABELS = {"target_values": "Target values", "reference": "Reference response"}
+NO_INPUT = "(none)"
 FIELDS = ("issue_and_state", "reference_key_content", "adopt_reference", "adopt_reason", "strategy", "response")
 _DASH = " - "
 
@@ -76,15 +84,22 @@ def response_of(text: str) -> str:
     return fields["response"] if fields else (text or "").strip()
 
 
-# ------------------------------------------------------------------------------------------ the student's prompt
-#: What the supporter (student) is told besides the conversation: the format above, in words.
-ANSWER_INSTRUCTIONS = (
-    "You get the conversation so far, the values to help the seeker express, and a reference response written for "
-    "them. Answer in exactly five lines: " + "; ".join(f"'{LABELS[k]}: ...'" for k in LABELS) + ". In the third "
-    "line write Yes or No (does building on the reference fit this moment?), then ' - ' and why. The Response line "
-    "is the only thing the seeker sees."
-)
+def supporter_messages(history: Sequence[tuple[str, str]], target_values: Sequence[str],
+                       reference: str | None) -> list[dict[str, str]]:
+    """The supporter's prompt for its next turn; `history` ends with the seeker. Without a target value detector
+    or reference generator the inputs read `(none)` (the model still answers in the format)."""
+    if not history or history[-1][0] != "seeker":
+        raise ValueError("supporter_messages: the history must end with a seeker turn")
+    msgs = [{"role": "system", "content": SUPPORTER_SYSTEM}]
+    msgs += [{"role": "user" if r == "seeker" else "assistant", "content": t.strip()} for r, t in history]
+    values = "; ".join(target_values) or NO_INPUT
+    ref = _one_line(reference) if reference and reference.strip() else NO_INPUT
+    msgs[-1] = {"role": "user", "content": f"{msgs[-1]['content']}\n\n{INPUT_LABELS['target_values']}: {values}\n"
+                                            f"{INPUT_LABELS['reference']}: {ref}"}
+    return msgs
 
+
+# ------------------------------------------------------------------------------------------ SFT targets, decoding
 #: Reasons written beside an *alternative* response: the teacher wrote one reason, for its own choice, and an
 #: alternative of the other choice needs its own (docs/supporter.md: how the adoption rate is set).
 ALT_REASONS = {
@@ -92,14 +107,6 @@ ALT_REASONS = {
     "No": "the reference does not fit this moment; a reply of my own fits better",
 }
 ALT_RESPONSE_FIELD = {"Yes": "alt_response_with_reference", "No": "alt_response_without_reference"}
-
-
-def supporter_messages(history: Sequence[tuple[str, str]], target_values: Sequence[str],
-                       reference: str) -> list[dict[str, str]]:
-    """The supporter's prompt: its system prompt + the teacher's user message (the same conversation, target values
-    and reference the teacher saw, without the teacher's instructions)."""
-    user = teacher_messages(list(history), list(target_values), reference)[-1]
-    return [{"role": "system", "content": f"{SUPPORTER_SYSTEM} {ANSWER_INSTRUCTIONS}"}, user]
 
 
 def answer_variant(turn: dict[str, Any], adopt: str) -> tuple[str, bool]:

@@ -106,8 +106,9 @@ class Fit:
 
 def fit_prompt(tok: Any, max_length: int, history: History, target_values: Sequence[str], reference: str,
                answers: Sequence[str], build: Callable[..., list[dict[str, str]]] = supporter_messages) -> Fit | None:
-    """Drop the oldest history turns (keeping the last seeker turn), then cut that turn's beginning, until the
-    prompt followed by each of `answers` fits `max_length` tokens. None when even an empty history does not fit."""
+    """Drop the oldest exchanges (a seeker turn and the supporter's reply, so the history still opens with the
+    seeker; the last seeker turn always stays), then cut that turn's beginning, until the prompt followed by each of
+    `answers` fits `max_length` tokens. None when even one short seeker turn does not fit."""
     hist = list(history)
 
     def longest(h: History) -> int:
@@ -116,8 +117,9 @@ def fit_prompt(tok: Any, max_length: int, history: History, target_values: Seque
 
     dropped = 0
     while longest(hist) > max_length and len(hist) > 1:
-        hist = hist[1:]
-        dropped += 1
+        step = 2 if len(hist) > 2 and hist[1][0] != hist[0][0] else 1
+        hist = hist[step:]
+        dropped += step
     over = longest(hist) - max_length
     cut = 0
     if over > 0:  # one turn is longer than the budget: keep its end (what the supporter answers)

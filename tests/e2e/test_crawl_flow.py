@@ -20,6 +20,7 @@ def staged(tmp_path, mirror, monkeypatch):
     monkeypatch.setattr(paths, "EXTERNAL", ext)
     monkeypatch.setattr(paths, "DATA", tmp_path / "data")
     monkeypatch.setattr(paths, "THREADS", tmp_path / "data" / "threads")
+    monkeypatch.setattr(paths, "LIVE", tmp_path / "data" / "live")
     monkeypatch.setattr(paths, "METRICS", tmp_path / "metrics")
     data, files = config.resolve_profile("tiny")
     params = tmp_path / "params.yaml"

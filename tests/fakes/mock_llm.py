@@ -89,6 +89,10 @@ def create_app(state: MockState) -> Any:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": "mock", "object": "model", "owned_by": "tests"}]}
+
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
         return {"hits": state.hits, "faults": dict(state.faults), "hits_by_tag": dict(state.hits_by_tag)}

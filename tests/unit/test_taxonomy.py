@@ -23,3 +23,12 @@ def test_positive_values_are_a_subset_in_order():
 def test_validate_categories_names_the_place():
     with pytest.raises(ValueError, match="here: unknown"):
         taxonomy.validate_categories(["Hedonism", "Fun"], "here")
+
+
+def test_strategies_are_esconvs_own(mirror):
+    """tasks/domain/strategies.py declares the 8 strategies once; they are exactly ESConv's strategy.json."""
+    from tasks.domain import strategies
+
+    assert strategies.read_strategy_file(mirror / "esconv" / "strategy.json") == strategies.STRATEGIES
+    assert strategies.normalise("[Question]") == "Question" and strategies.normalise("Questions") == "Question"
+    assert strategies.normalise("other") == "Others" and strategies.normalise("Pep talk") is None
