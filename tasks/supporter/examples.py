@@ -11,6 +11,7 @@ the whole conversation, answer included, fits; after TRL has tokenised the datas
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,12 +61,12 @@ def turn_states(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------ SFT targets
 def choose_adoption(keys: Sequence[str], rate: float | None, teacher: Sequence[str], seed: int) -> list[str]:
-    """'Yes'/'No' per turn: with `rate`, exactly round(rate x n) turns (the first in a seeded hash order) take the
-    Yes version; with None, the teacher's own choice."""
+    """'Yes'/'No' per turn: with `rate`, exactly floor(rate x n + 1/2) turns (the first in a seeded hash order)
+    take the Yes version; with None, the teacher's own choice."""
     if rate is None:
         return list(teacher)
     order = sorted(range(len(keys)), key=lambda i: content_id([seed, "adopt", keys[i]]))
-    yes = set(order[: round(rate * len(keys))])
+    yes = set(order[: math.floor(rate * len(keys) + 0.5)])  # half up, not Python's half-to-even: 0.5 x 1 -> 1
     return ["Yes" if i in yes else "No" for i in range(len(keys))]
 
 

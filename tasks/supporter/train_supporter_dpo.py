@@ -107,8 +107,10 @@ def run_supporter_dpo(cfg: Params, kind: Kind = "value", pairs_dir: Path | None 
     tok = chat_template.load_tokenizer(sft_dir)  # the template the SFT stage trained with
     train, val = read_split(pairs_dir, "train"), read_split(pairs_dir, "validation", required=False)
     if not train:
-        raise TrainStageError(f"{pairs_dir}/train.jsonl has no pairs: lower supporter.pairs."
-                              f"{'t_diff' if kind == 'value' else 'emotion_t_diff'} or roll out more states")
+        key = "t_diff" if kind == "value" else "emotion_t_diff"
+        raise TrainStageError(f"{pairs_dir}/train.jsonl has no pairs (metrics/mine_pairs.json: {kind}.above_t_diff, "
+                              f"{kind}.reward.std): lower supporter.pairs.{key}, roll out more states, or check the "
+                              "scorer (a presence rule that flags every target in every turn gives equal rewards)")
     fit_train, fit_val = ex.dpo_rows(train, tok, ml), ex.dpo_rows(val, tok, ml)
     rows = _take(fit_train.rows, scfg.limit)
     if not rows:

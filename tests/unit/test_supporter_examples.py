@@ -32,7 +32,7 @@ def test_history_before_each_turn_ends_on_the_seeker():
 def test_adoption_rate_is_exact_and_alternatives_fill_the_other_choice(rate):
     records = [dialogue(i, n_turns=3) for i in range(4)]  # 12 turns; the teacher says Yes in 4
     out = ex.sft_examples(records, rate, seed=1)
-    assert len(out) == 12 and sum(e["adopt"] == "Yes" for e in out) == round(rate * 12)
+    assert len(out) == 12 and sum(e["adopt"] == "Yes" for e in out) == int(rate * 12 + 0.5)
     for e in out:
         fields = parse(e["answer"])
         assert fields is not None and fields["adopt_reference"] == e["adopt"]
