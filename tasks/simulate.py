@@ -81,8 +81,21 @@ def dialogue_id(persona: dict[str, Any], sim: dict[str, Any], seed: int) -> str:
                        "persona": persona["id"], "min_turns": sim["min_turns"], "max_turns": sim["max_turns"]})
 
 
-async def target_values(llm: LLM, history: list[tuple[str, str]], did: str, k: int) -> tuple[list[str], int]:
-    """TVD_K distinct target values and the number of resampling rounds it took.
+async def ask_seeker(llm: LLM, persona: dict[str, Any], history: list[tuple[str, str]], seed: int, tag: str,
+                     may_end: bool = True) -> dict[str, Any]:
+    """The seeker simulator's next turn: {utterance, emotion_intensity, end_conversation} (also used by rollouts);
+    with `may_end` False its schema only allows end_conversation false."""
+    return await llm.ask("seeker", seeker_messages(persona, history), schema=seeker_schema(may_end),
+                         schema_name="seeker_turn", check=check_nonempty(("utterance",)), seed=seed, tag=tag)
+
+
+async def ask_rg(llm: LLM, history: list[tuple[str, str]], values: list[str], seed: int, tag: str) -> str:
+    """The reference generator's reference response for those values."""
+    return await llm.ask("rg", prompts.rg_prompt(history, values), check=check_reference, seed=seed, tag=tag)
+
+
+async def target_values(llm: LLM, history: list[tuple[str, str]], did: str, *key: Any) -> tuple[list[str], int]:
+    """TVD_K distinct target values and the number of resampling rounds it took (seeds from did, *key, round).
 
     The answer is decoded under the `Values: A; B; C` regex at the role's own temperature. A slot that repeats an
     earlier one is decoded again with the distinct values fixed as literals and the free slots limited to the other
@@ -93,11 +106,16 @@ async def target_values(llm: LLM, history: list[tuple[str, str]], did: str, k: i
     chosen: list[str] = []
     for r in range(prompts.TVD_K):
         got = await llm.ask("tvd", msgs, regex=tvd_regex(fixed=chosen), check=check_tvd, hot_reasks=False,
-                            seed=stable_seed(did, "tvd", k, r), tag=did)
+                            seed=stable_seed(did, "tvd", *key, r), tag=did)
         chosen += [v for v in got if v not in chosen]
         if len(chosen) >= prompts.TVD_K:
             return chosen[: prompts.TVD_K], r
     raise LLMError(f"tvd: {prompts.TVD_K} rounds gave only {chosen}; does the endpoint honour structured_outputs?")
+
+
+async def ask_tvd(llm: LLM, history: list[tuple[str, str]], did: str, *key: Any) -> list[str]:
+    """The TVD's target values for the next supporter turn (rollouts; `target_values` without the count)."""
+    return (await target_values(llm, history, did, *key))[0]
 
 
 #: One supporter turn: (history so far, turn number k >= 1, the seeker's last state) -> the turn's record, which
@@ -116,9 +134,7 @@ async def converse(llm: LLM, persona: dict[str, Any], supporter: SupporterStep, 
     turns: list[dict[str, Any]] = []
 
     async def seeker(k: int) -> dict[str, Any]:
-        s = await llm.ask("seeker", seeker_messages(persona, history), schema=seeker_schema(k >= min_turns),
-                          schema_name="seeker_turn", check=check_nonempty(("utterance",)),
-                          seed=stable_seed(seed_key, "seeker", k), tag=tag)
+        s = await ask_seeker(llm, persona, history, stable_seed(seed_key, "seeker", k), tag, may_end=k >= min_turns)
         seeker_states.append(s)
         history.append(("seeker", s["utterance"].strip()))
         return s
@@ -145,8 +161,7 @@ async def simulate_dialogue(llm: LLM, persona: dict[str, Any], min_turns: int, m
 
     async def teacher(history: list[tuple[str, str]], k: int, s: dict[str, Any]) -> dict[str, Any]:
         values, resamples = await target_values(llm, history, did, k)
-        reference = await llm.ask("rg", prompts.rg_prompt(history, values), check=check_reference,
-                                  seed=stable_seed(did, "rg", k), tag=did)
+        reference = await ask_rg(llm, history, values, stable_seed(did, "rg", k), did)
         t = await llm.ask("supporter_teacher", teacher_messages(history, values, reference), schema=TEACHER_SCHEMA,
                           schema_name="supporter_turn", seed=stable_seed(did, "teacher", k), tag=did,
                           check=check_nonempty(("alt_response_with_reference", "alt_response_without_reference")))
@@ -219,39 +234,52 @@ class Progress:
         self._f.close()
 
 
-async def simulate_all(llm: LLM, personas: list[dict[str, Any]], sim_cfg: dict[str, Any], progress: Progress,
-                       concurrency: int, seed: int) -> dict[str, Any]:
-    """Run every persona's dialogue (bounded concurrency); finished ones go to `progress`. Returns counters."""
-    sem = asyncio.Semaphore(concurrency)
+async def run_to_progress(items: list[tuple[str, Any]], work: Callable[[str, Any], Awaitable[dict[str, Any]]],
+                          progress: Progress, limit: int, what: str) -> dict[str, Any]:
+    """`work(key, item)` for every item whose key is not in `progress` yet, at most `limit` at once; each record it
+    returns is appended to `progress` (fsync'd) as soon as it is done. An LLMError fails that item (counted and
+    logged, the others go on); BudgetExceeded stops starting new ones. Returns counters (also used by rollouts)."""
+    sem = asyncio.Semaphore(limit)
     failed: list[str] = []
     stopped = {"budget": False}
-    todo = [(dialogue_id(p, sim_cfg, seed), p) for p in personas]
-    todo = [(d, p) for d, p in todo if d not in progress.done]
-    log.info("simulate: %d dialogues to run, %d already finished", len(todo), len(personas) - len(todo))
+    todo = [(k, x) for k, x in items if k not in progress.done]
+    log.info("%d %ss to run, %d already finished", len(todo), what, len(items) - len(todo))
     t0 = time.monotonic()
 
-    async def one(did: str, p: dict[str, Any]) -> None:
+    async def one(key: str, item: Any) -> None:
         async with sem:
             if stopped["budget"]:
                 return
             try:
-                sim = await simulate_dialogue(llm, p, sim_cfg["min_turns"], sim_cfg["max_turns"], did)
+                rec = await work(key, item)
             except BudgetExceeded as e:
                 if not stopped["budget"]:
                     log.warning("budget reached: %s", e)
                 stopped["budget"] = True
                 return
             except LLMError as e:
-                log.warning("dialogue %s (persona %s) failed: %s", did, p["id"], e)
-                failed.append(did)
+                log.warning("%s %s failed: %s", what, key, e)
+                failed.append(key)
                 return
-            await asyncio.to_thread(progress.add, to_record(did, p, sim))  # fsync off the event loop
-            n = len(progress.done)
-            log.info("dialogue %s done (%d/%d, %.1f s)", did, n, len(personas), time.monotonic() - t0)
+            await asyncio.to_thread(progress.add, rec)  # fsync off the event loop
+            log.info("%s %s done (%d/%d, %.1f s)", what, key, len(progress.done), len(items), time.monotonic() - t0)
 
-    await asyncio.gather(*(one(d, p) for d, p in todo))
-    await llm.aclose()
+    await asyncio.gather(*(one(k, x) for k, x in todo))
     return {"failed": len(failed), "stopped_by_budget": stopped["budget"], "wall_s": time.monotonic() - t0}
+
+
+async def simulate_all(llm: LLM, personas: list[dict[str, Any]], sim_cfg: dict[str, Any], progress: Progress,
+                       concurrency: int, seed: int) -> dict[str, Any]:
+    """Run every persona's dialogue (bounded concurrency); finished ones go to `progress`. Returns counters."""
+
+    async def work(did: str, p: dict[str, Any]) -> dict[str, Any]:
+        return to_record(did, p, await simulate_dialogue(llm, p, sim_cfg["min_turns"], sim_cfg["max_turns"], did))
+
+    try:
+        return await run_to_progress([(dialogue_id(p, sim_cfg, seed), p) for p in personas], work, progress, concurrency,
+                                     "dialogue")
+    finally:
+        await llm.aclose()
 
 
 def summarise(train: list[dict[str, Any]], val: list[dict[str, Any]]) -> dict[str, float]:

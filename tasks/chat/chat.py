@@ -37,9 +37,13 @@ from typing import Any
 from tasks.chat.guard import EventLog, Guard
 from tasks.common.config import ChatParams
 from tasks.domain import prompts, supporter_format
-from tasks.domain.sim_prompts import TEACHER_SCHEMA, teacher_messages, tvd_regex
+from tasks.domain.sim_prompts import teacher_messages, teacher_schema, teacher_system, tvd_regex
 from tasks.llm.client import LLM, LLMError, Role
 from tasks.simulate import check_nonempty, check_reference, check_tvd
+
+#: In a chat the teacher writes the one reply the person reads (no alternatives: nobody trains on this turn).
+CHAT_TEACHER_SCHEMA = teacher_schema(alternatives=False)
+CHAT_TEACHER_SYSTEM = teacher_system(alternatives=False)
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +143,12 @@ class Conversation:
     async def _answer(self, window: list[tuple[str, str]], out: Reply) -> None:
         if self.prompt == "teacher":
             if out.target_values:
-                msgs = teacher_messages(window, out.target_values, out.reference or supporter_format.NO_INPUT)
+                msgs = teacher_messages(window, out.target_values, out.reference or supporter_format.NO_INPUT,
+                                        system=CHAT_TEACHER_SYSTEM)
             else:  # the teacher prompt names target values; without a TVD it says so instead of inventing some
                 msgs = teacher_messages(window, [supporter_format.NO_INPUT],
-                                        out.reference or supporter_format.NO_INPUT)
-            obj = await self.llm.ask(SUPPORTER, msgs, schema=TEACHER_SCHEMA, schema_name="supporter_turn",
+                                        out.reference or supporter_format.NO_INPUT, system=CHAT_TEACHER_SYSTEM)
+            obj = await self.llm.ask(SUPPORTER, msgs, schema=CHAT_TEACHER_SCHEMA, schema_name="supporter_turn",
                                      check=check_nonempty(("response",)))
             out.raw = supporter_format.format_answer(**obj)
         elif self.prompt == "reference":

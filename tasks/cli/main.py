@@ -36,6 +36,7 @@ app.add_typer(_chat_cli.guard_app, name="guard")
 app.add_typer(importlib.import_module("tasks.cli.review").app, name="review")
 app.add_typer(importlib.import_module("tasks.cli.evaluate").app, name="evaluate")
 app.add_typer(importlib.import_module("tasks.cli.evaluate").report_app)  # `esvr report`
+app.add_typer(importlib.import_module("tasks.cli.supporter").app, name="supporter")
 
 log = logging.getLogger("esvr")
 

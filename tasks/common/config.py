@@ -313,6 +313,10 @@ class TrainParams(StrictModel):
     rg_sft: SFTStageParams
     rg_dpo: DPOStageParams
     rg_eval: RGEvalParams
+    supporter_sft: SFTStageParams  # the supporter (tasks/supporter/)
+    supporter_eval: GenEvalParams
+    supporter_dpo: DPOStageParams  # ES-VR: value-reward pairs
+    supporter_emotion_dpo: DPOStageParams  # the Emotion-DPO baseline: emotion-reward pairs of the same rollouts
 class LLMRoleParams(StrictModel):
     """One LLM role: an OpenAI-compatible endpoint, a model and its sampling; the key is named, never stored."""
 
@@ -549,6 +553,59 @@ class ReportParams(StrictModel):
     transcripts: int = Field(ge=0)  # example transcripts per variant shown in the report
 
 
+# --------------------------------------------------------------------------------------------------- supporter
+class SupporterSFTParams(StrictModel):
+    """`supporter.sft`: SFT examples from the simulated dialogues (tasks/supporter/train_supporter_sft.py)."""
+
+    # share of training targets that adopt the reference; each turn contributes its Yes or its No version (the
+    # teacher's own answer or its alternative response); null keeps the teacher's choices
+    adoption_rate: float | None = Field(ge=0.0, le=1.0)
+
+
+class RolloutsParams(StrictModel):
+    """`supporter.rollouts`: K candidates per sampled state, each continued h seeker turns, >= 2 times each."""
+
+    states_per_dialogue: int = Field(ge=1)  # supporter turns sampled per training dialogue
+    max_states: int = Field(ge=0)  # 0 = every sampled state
+    candidates: int = Field(ge=2)  # K: a pair needs two candidates
+    continuations: int = Field(ge=2)  # per candidate, with common seeds across the K candidates
+    horizon: int = Field(ge=1)  # h: seeker turns simulated (and counted by the rewards) after each candidate
+    supporter: LLMRoleParams  # the SFT supporter: endpoint (local = served by the stage) and sampling
+    supporter_model: str  # model folder or registry URI served when supporter.base_url is local
+    constrain_format: bool  # decode the supporter under the answer-format regex (tasks/domain/supporter_format.py)
+    shard_size: int = Field(ge=1)  # states per cached Prefect task
+    max_failed_fraction: float = Field(ge=0.0, le=1.0)  # states lost to LLM errors before the stage fails
+
+
+class SupporterRewardParams(StrictModel):
+    """`supporter.reward`: the value reward R = sum_k gamma^(k-1) N_{t+k} and the emotion baseline's signal."""
+
+    gamma: float = Field(ge=0.0, le=1.0)
+    threshold: float = Field(gt=0.0, lt=1.0)  # one presence cut for every category (`esvr supporter reward` default)
+    presence: Literal["detector", "uniform"]  # stage: the value detector's presence rule, or `threshold` for all
+    emotion_signal: Literal["positivity", "intensity_drop"]
+
+
+class SupporterPairsParams(StrictModel):
+    """`supporter.pairs`: DPO pairs from the rewarded candidates (tasks/supporter/mine_pairs.py)."""
+
+    t_diff: float = Field(ge=0.0)  # value-reward gap a pair must exceed
+    emotion_t_diff: float = Field(ge=0.0)  # emotion-reward gap (its own scale)
+    consistent: bool  # drop pairs that some continuation ranks the other way
+    well_formed_only: bool  # both candidates must follow the answer format
+    max_pairs_per_state: int = Field(ge=0)  # 0 = all; else the largest gaps
+    validation_fraction: float = Field(ge=0.0, lt=1.0)  # pairs (by dialogue) held out for DPO evaluation
+
+
+class SupporterParams(StrictModel):
+    """`supporter`: SFT data, rollouts, rewards and pairs of the supporter (docs/supporter.md)."""
+
+    sft: SupporterSFTParams
+    rollouts: RolloutsParams
+    reward: SupporterRewardParams
+    pairs: SupporterPairsParams
+
+
 # --------------------------------------------------------------------------------------------------- root
 class Params(StrictModel):
     """The whole params.yaml: one group per stage."""
@@ -572,6 +629,7 @@ class Params(StrictModel):
     simulate: SimulateParams
     evaluate: EvaluateParams
     report: ReportParams
+    supporter: SupporterParams
     # operations (issue 16): not read by any stage core, so no stage declares them
     orchestration: OrchestrationParams
     serving: ServingParams

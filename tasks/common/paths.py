@@ -37,6 +37,11 @@ BASE = MODELS / "base"  # base_model
 TVD = MODELS / "tvd"  # train_tvd
 RG_SFT = MODELS / "rg_sft"  # train_rg_sft
 RG_DPO = MODELS / "rg_dpo"  # train_rg_dpo
+SUPPORTER_SFT = MODELS / "supporter_sft"  # train_supporter_sft
+ROLLOUTS = DATA / "rollouts"  # rollouts
+PAIRS = DATA / "pairs"  # mine_pairs
+SUPPORTER_DPO = MODELS / "supporter_dpo"  # train_supporter_dpo
+SUPPORTER_EMOTION_DPO = MODELS / "supporter_emotion_dpo"  # train_supporter_emotion_dpo
 
 #: The one setting that names the public-data mirror. Unset, the sibling `../shared/data` is used
 #: (the layout of CI and of the project machines).

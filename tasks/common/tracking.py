@@ -46,6 +46,7 @@ FAMILIES = {
     "train_rg_dpo": "reference-generator",
     "train_supporter_sft": "supporter",
     "train_supporter_dpo": "supporter",
+    "train_supporter_emotion_dpo": "supporter",  # the Emotion-DPO baseline: compared with ES-VR in one experiment
 }
 DATA_FAMILY = "data"
 

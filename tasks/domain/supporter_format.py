@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tasks.domain.sim_prompts import SUPPORTER_SYSTEM
+from tasks.domain.strategies import STRATEGIES
 
 FORMAT_VERSION = "supporter-format-v1"
 
@@ -96,3 +97,36 @@ def supporter_messages(history: Sequence[tuple[str, str]], target_values: Sequen
     msgs[-1] = {"role": "user", "content": f"{msgs[-1]['content']}\n\n{INPUT_LABELS['target_values']}: {values}\n"
                                             f"{INPUT_LABELS['reference']}: {ref}"}
     return msgs
+
+
+# ------------------------------------------------------------------------------------------ SFT targets, decoding
+#: Reasons written beside an *alternative* response: the teacher wrote one reason, for its own choice, and an
+#: alternative of the other choice needs its own (docs/supporter.md: how the adoption rate is set).
+ALT_REASONS = {
+    "Yes": "building on the reference fits this moment of the conversation",
+    "No": "the reference does not fit this moment; a reply of my own fits better",
+}
+ALT_RESPONSE_FIELD = {"Yes": "alt_response_with_reference", "No": "alt_response_without_reference"}
+
+
+def answer_variant(turn: dict[str, Any], adopt: str) -> tuple[str, bool]:
+    """The teacher turn's answer text for `adopt` ('Yes'/'No'): its own answer when it chose so, else the same
+    reasoning with the alternative response and the fixed alternative reason. Returns (text, is_alternative)."""
+    if turn["adopt_reference"] == adopt:
+        return format_answer(**turn), False
+    fields = {**turn, "adopt_reference": adopt, "adopt_reason": ALT_REASONS[adopt],
+              "response": turn[ALT_RESPONSE_FIELD[adopt]]}
+    return format_answer(**fields), True
+
+
+def answer_regex(max_chars: int | None = None, response_chars: int | None = None) -> str:
+    """Regex of a well-formed answer, for constrained decoding (vLLM `structured_outputs`, `esvr serve`): the five
+    labelled lines, Yes/No, one of the 8 strategies. Bounded line lengths make a tiny random model stop."""
+    def line(n: int | None) -> str:
+        return f"[^\\n]{{1,{n}}}" if n else "[^\\n]+"
+
+    free, resp = line(max_chars), line(response_chars)
+    strategies = "|".join(re.escape(s) for s in STRATEGIES)
+    return (f"{LABELS['issue_and_state']}: {free}\n{LABELS['reference_key_content']}: {free}\n"
+            f"{LABELS['adopt']}: (Yes|No){_DASH}{free}\n{LABELS['strategy']}: ({strategies})\n"
+            f"{LABELS['response']}: {resp}")

@@ -19,7 +19,7 @@ from tasks.train import trainers
 
 log = logging.getLogger(__name__)
 
-TVD_MODEL, RG_MODEL = "tvd", "reference-generator"
+TVD_MODEL, RG_MODEL, SUPPORTER_MODEL = "tvd", "reference-generator", "supporter"
 
 
 class TrainStageError(RuntimeError):

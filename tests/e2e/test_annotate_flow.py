@@ -5,28 +5,19 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from tasks import annotate
-from tasks.annotators import classifier as A
 from tasks.common.hashing import content_id
 from tasks.common.io import read_jsonl, write_jsonl
-from tasks.domain.taxonomy import VALUE_CATEGORIES
 from tests.params import group
+from tests.supporter_data import build_annotators
 
 
 @pytest.fixture(scope="module")
 def model_folders(tmp_path_factory, mirror):
     """Untrained annotators (base encoder + fresh heads) saved in the real folder format: fast and enough for I/O."""
-    root = tmp_path_factory.mktemp("models")
-    names = A.read_emotion_names(mirror / "goemotions" / "emotions.txt")
-    vm = A.MeanPoolClassifier.from_base("minilm", list(VALUE_CATEGORIES), 64)
-    vm.save(root / "values", np.full(20, 0.5))
-    em = A.MeanPoolClassifier.from_base("minilm", names, 64)
-    em.save(root / "emotion", np.full(28, 0.5))
-    (root / "emotion" / "sentiment_dict.json").write_text((mirror / "goemotions" / "sentiment_dict.json").read_text())
-    return root / "values", root / "emotion"
+    return build_annotators(tmp_path_factory.mktemp("models"), mirror)
 
 
 def _thread(seed: str, texts: list[str]) -> dict:

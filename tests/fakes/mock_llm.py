@@ -39,6 +39,7 @@ class MockState:
     # A test's own answers: called with each request body, its string (if not None) is the answer's content
     # (e.g. an out-of-range judge score on the first attempt, to prove the schema rejects it and re-asks).
     script: Callable[[dict[str, Any]], str | None] | None = None
+    seeded: bool = False  # answers also depend on the request's `seed` (sampled candidates differ, as with a model)
     hits: int = 0
     faults: Counter = field(default_factory=Counter)
     hits_by_tag: Counter = field(default_factory=Counter)
@@ -127,7 +128,7 @@ def create_app(state: MockState) -> Any:
         if fault == "timeout":
             await asyncio.sleep(state.timeout_sleep_s)
             return PlainTextResponse("too late", status_code=504)
-        salt = repr(body.get("messages"))
+        salt = repr(body.get("messages")) + (f"/seed={body.get('seed')}" if state.seeded else "")
         rf = body.get("response_format") or {}
         so = body.get("structured_outputs") or {}
         scripted = state.script(body) if state.script is not None else None
@@ -185,7 +186,8 @@ def app_from_env() -> Any:
     import os
 
     return create_app(MockState(latency_s=float(os.environ.get("ESVR_MOCK_LATENCY", "0")),
-                                fault_rate=float(os.environ.get("ESVR_MOCK_FAULT_RATE", "0"))))
+                                fault_rate=float(os.environ.get("ESVR_MOCK_FAULT_RATE", "0")),
+                                seeded=os.environ.get("ESVR_MOCK_SEEDED", "0") == "1"))
 
 
 def main() -> None:  # pragma: no cover - used by the benchmark as a subprocess
@@ -199,8 +201,10 @@ def main() -> None:  # pragma: no cover - used by the benchmark as a subprocess
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--fault-rate", type=float, default=0.0)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--seeded", action="store_true", help="answers depend on the request seed too")
     a = ap.parse_args()
     os.environ["ESVR_MOCK_LATENCY"], os.environ["ESVR_MOCK_FAULT_RATE"] = str(a.latency), str(a.fault_rate)
+    os.environ["ESVR_MOCK_SEEDED"] = "1" if a.seeded else "0"
     uvicorn.run("tests.fakes.mock_llm:app_from_env", factory=True, host="127.0.0.1", port=a.port, workers=a.workers,
                 log_level="error", timeout_keep_alive=30)
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from tasks import datasets as ds
 from tasks.cli.main import app
-from tests.dataset_builders import write_store
+from tests.dataset_builders import write_rule, write_store
 from tests.params import datasets_cfg
 
 
@@ -19,7 +19,7 @@ def built(tmp_path, monkeypatch):
     monkeypatch.setattr(ds, "THREADS_DIR", threads_dir)
     monkeypatch.setattr(ds, "ANNOTATED_DIR", ann_dir)
     monkeypatch.setattr(ds, "OUT_DIR", out)
-    ds.run(datasets_cfg(), 0, threads_dir, ann_dir, out)
+    ds.run(datasets_cfg(value_detector=str(write_rule(tmp_path / "vd"))), 0, threads_dir, ann_dir, out)
     return out
 
 

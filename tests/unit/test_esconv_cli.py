@@ -34,6 +34,7 @@ def test_analyze_esconv_cli_prints_the_contract_keys(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["high_effect"]["n"] == 2 and out["low_effect"]["n"] == 2 and out["no_final"] == 1
-    assert out["high_effect"]["mean_positive_values_last4"] == pytest.approx(11 * (3 + 1) / 2)
-    assert out["low_effect"]["mean_positive_values_last4"] == pytest.approx(11 * (2 + 1) / 2)
+    # "ok" is under the presence rule's min_chars (3): no value, whatever the detector says
+    assert out["high_effect"]["mean_positive_values_last4"] == pytest.approx(11 * (3 + 0) / 2)
+    assert out["low_effect"]["mean_positive_values_last4"] == pytest.approx(11 * (1 + 0) / 2)  # "no", "z" too short
     assert 0 <= out["p_value"] <= 1
