@@ -521,6 +521,11 @@ def _freeze(model: MeanPoolClassifier, embeddings: bool, n_layers: int) -> None:
     for layer in enc.encoder.layer[:n_layers]:
         for p in layer.parameters():
             p.requires_grad_(False)
+    # Mean pooling never reads BERT's pooler: its weights get no gradient (AdamW skips them either way), and left
+    # "trainable" they would hide a fully frozen encoder from train_classifier's embed-once path.
+    if getattr(enc, "pooler", None) is not None:
+        for p in enc.pooler.parameters():
+            p.requires_grad_(False)
 
 
 def _state(model: MeanPoolClassifier) -> dict[str, Any]:

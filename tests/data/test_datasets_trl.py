@@ -8,7 +8,7 @@ import copy
 import pytest
 
 from tasks import datasets as ds
-from tests.dataset_builders import save_tiny_tokenizer, write_store
+from tests.dataset_builders import save_tiny_tokenizer, write_rule, write_store
 from tests.params import datasets_cfg
 
 
@@ -23,7 +23,8 @@ def test_trl_trains_one_step_on_each_dataset(tmp_path):
     tok_dir = save_tiny_tokenizer(tmp_path / "tok")
     threads_dir, ann_dir = write_store(tmp_path, n_threads=6)
     out = tmp_path / "datasets"
-    ds.run(datasets_cfg(max_length=256), 0, threads_dir, ann_dir, out)
+    ds.run(datasets_cfg(max_length=512, value_detector=str(write_rule(tmp_path / "vd", 0.3))), 0, threads_dir,
+           ann_dir, out)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     tok.chat_template = (tok_dir / "chat_template.jinja").read_text()
 
@@ -35,7 +36,7 @@ def test_trl_trains_one_step_on_each_dataset(tmp_path):
             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
 
     common = dict(max_steps=1, per_device_train_batch_size=2, learning_rate=1e-2, save_strategy="no", report_to="none",
-                  use_cpu=True, bf16=False, max_length=256, dataloader_pin_memory=False)
+                  use_cpu=True, bf16=False, max_length=512, dataloader_pin_memory=False)
     for name in ("tvd", "rg_sft"):
         data = load_dataset("json", data_files=str(out / name / "train.jsonl"), split="train")
         m = model()
