@@ -84,11 +84,17 @@ def browser():
 
 def vote(driver, choices: dict[str, str], comment: str) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     for criterion, choice in choices.items():
         driver.find_element(By.CSS_SELECTOR, f"#{criterion} input[value='{choice}']").click()
     driver.find_element(By.ID, "comment").send_keys(comment)
-    driver.find_element(By.ID, "submit").click()
+    submit = driver.find_element(By.ID, "submit")
+    submit.click()
+    # The click returns once the POST is sent, not once the redirected page is there: on a loaded machine the next
+    # find_element could still read the old page. Wait until the old form is gone.
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(submit))
 
 
 def count_verdicts(db: Path) -> int:
