@@ -85,8 +85,11 @@ async def ask_seeker(llm: LLM, persona: dict[str, Any], history: list[tuple[str,
                      may_end: bool = True) -> dict[str, Any]:
     """The seeker simulator's next turn: {utterance, emotion_intensity, end_conversation} (also used by rollouts);
     with `may_end` False its schema only allows end_conversation false."""
-    return await llm.ask("seeker", seeker_messages(persona, history), schema=seeker_schema(may_end),
-                         schema_name="seeker_turn", check=check_nonempty(("utterance",)), seed=seed, tag=tag)
+    s = await llm.ask("seeker", seeker_messages(persona, history), schema=seeker_schema(may_end),
+                      schema_name="seeker_turn", check=check_nonempty(("utterance",)), seed=seed, tag=tag)
+    if not may_end:
+        s["end_conversation"] = False  # the schema had no such field: leaving was not allowed yet
+    return dict(s)
 
 
 async def ask_rg(llm: LLM, history: list[tuple[str, str]], values: list[str], seed: int, tag: str) -> str:

@@ -59,11 +59,13 @@ SEEKER_SCHEMA = _obj({"utterance": _STR, "emotion_intensity": {"type": "integer"
 
 
 def seeker_schema(may_end: bool) -> dict[str, Any]:
-    """The seeker's schema; before `simulate.min_turns` supporter turns `end_conversation` can only be false, so a
-    recorded `end` always means the dialogue ended there (decoding cannot ask to leave when leaving is not allowed)."""
+    """The seeker's schema; before `simulate.min_turns` supporter turns it has no `end_conversation` field (the
+    caller records false), so a recorded `end` always means the dialogue ended there: decoding cannot ask to leave
+    when leaving is not allowed. (Not an `enum: [false]`: lm-format-enforcer renders that enum as Python's `False`,
+    which is not JSON.)"""
     if may_end:
         return SEEKER_SCHEMA
-    return _obj({**SEEKER_SCHEMA["properties"], "end_conversation": {"type": "boolean", "enum": [False]}})
+    return _obj({k: v for k, v in SEEKER_SCHEMA["properties"].items() if k != "end_conversation"})
 
 
 def seeker_system(persona: dict[str, Any]) -> str:

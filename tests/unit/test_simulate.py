@@ -35,7 +35,7 @@ class ScriptedLLM:
         if role == "rg":
             return "a reference"
         if role == "seeker":
-            may_end = kw["schema"]["properties"]["end_conversation"].get("enum") != [False]
+            may_end = "end_conversation" in kw["schema"]["properties"]
             k = sum(c["role"] == "seeker" for c in self.calls)
             return {"utterance": f"seeker says {k}", "emotion_intensity": 1 + k % 5,
                     "end_conversation": self.seeker_end and may_end}
@@ -71,7 +71,7 @@ def test_max_turns_ends_a_dialogue_the_seeker_never_ends():
 
 
 def test_seeker_schema_forbids_ending_before_min_turns():
-    assert seeker_schema(False)["properties"]["end_conversation"] == {"type": "boolean", "enum": [False]}
+    assert "end_conversation" not in seeker_schema(False)["properties"]  # ask_seeker records false
     assert seeker_schema(True)["properties"]["end_conversation"] == {"type": "boolean"}
     assert "response" not in TEACHER_SCHEMA["properties"]  # the response is derived, so it cannot disagree
 
