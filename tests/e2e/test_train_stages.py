@@ -37,7 +37,7 @@ def test_training_stages_end_to_end(project_copy, mirror):
     assert dpo["value_hit_skipped"] == 1  # no detector in the copy: skipped with a logged reason, not failed
     # Registry: later stages load these aliases.
     r = run_cli(["python", "-c", (
-        "from tasks import tracking; from mlflow import MlflowClient; tracking.setup(); c = MlflowClient(); "
+        "from tasks.common import tracking; from mlflow import MlflowClient; tracking.setup(); c = MlflowClient(); "
         "print([(n, a, c.get_model_version_by_alias(n, a).version) for n, a in "
         "[('tvd','sft'),('tvd','champion'),('reference-generator','sft'),('reference-generator','dpo'),"
         "('reference-generator','champion')]])")], cwd=root)
