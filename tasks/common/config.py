@@ -595,6 +595,9 @@ class SupporterPairsParams(StrictModel):
     well_formed_only: bool  # both candidates must follow the answer format
     max_pairs_per_state: int = Field(ge=0)  # 0 = all; else the largest gaps
     validation_fraction: float = Field(ge=0.0, lt=1.0)  # pairs (by dialogue) held out for DPO evaluation
+    # fewer training pairs than this fails the DPO stages; 0 lets them end without training (micro models, whose
+    # rewards tie: the stage records why, writes no model and registers nothing)
+    min_pairs: int = Field(ge=0)
 
 
 class SupporterParams(StrictModel):

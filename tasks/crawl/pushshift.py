@@ -800,7 +800,12 @@ def read_dumps(paths: list[str | Path], spec: DumpSpec, workers: int = 1, block_
     """Several files: one per worker when there are enough files, else each file split across the workers."""
     if workers > 1 and len(paths) >= workers:
         with _mp_context().Pool(workers) as pool:
-            return pool.map(_read_one, [(str(p), spec, block_bytes) for p in paths], chunksize=1)
+            out = pool.map(_read_one, [(str(p), spec, block_bytes) for p in paths], chunksize=1)
+            # close + join lets every worker take its stop sentinel and exit; leaving the block straight away calls
+            # terminate(), which can leave a worker blocked on the task queue's lock and the join waiting forever
+            pool.close()
+            pool.join()
+        return out
     return [read_dump(p, spec, workers, block_bytes) for p in paths]
 
 

@@ -20,6 +20,7 @@ at least as often as the SFT supporter and writes well-formed answers at least a
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -90,6 +91,29 @@ def _take(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     return rows[:limit] if limit else rows
 
 
+def skip_without_pairs(kind: Kind, out: Path, pairs_dir: Path, register_model: bool) -> dict[str, Any]:
+    """No pairs and `min_pairs` 0: the stage ends without training. Its output folder holds only `skipped.json`
+    (no weights that could pass for a DPO model), nothing is registered, so the evaluation skips that variant."""
+    import shutil
+
+    reason = f"{pairs_dir}/train.jsonl has no pairs (rewards tie: see metrics/mine_pairs.json)"
+    log.warning("%s DPO skipped: %s", kind, reason)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    (out / "skipped.json").write_text(json.dumps({"kind": kind, "reason": reason}, indent=2) + "\n")
+    metrics: dict[str, Any] = {"kind": kind, "skipped": 1, "pairs.train": 0}
+    if register_model:
+        import mlflow
+
+        mlflow.set_tag("skipped", reason)
+        mlflow.log_metrics({"skipped": 1.0})
+        try:  # an alias left by an earlier run would make the evaluation load a model this run did not train
+            mlflow.MlflowClient().delete_registered_model_alias(SUPPORTER_MODEL, SPEC[kind][2])
+        except mlflow.exceptions.MlflowException:
+            pass
+    return metrics
+
+
 def run_supporter_dpo(cfg: Params, kind: Kind = "value", pairs_dir: Path | None = None, models: Path | None = None,
                       ckpt_root: Path | None = None, register_model: bool = True) -> dict[str, Any]:
     """DPO of the SFT supporter on the `kind` pairs; SFT vs DPO side by side on held-out pairs."""
@@ -106,6 +130,11 @@ def run_supporter_dpo(cfg: Params, kind: Kind = "value", pairs_dir: Path | None 
     sft_dir = models / paths.SUPPORTER_SFT.name
     tok = chat_template.load_tokenizer(sft_dir)  # the template the SFT stage trained with
     train, val = read_split(pairs_dir, "train"), read_split(pairs_dir, "validation", required=False)
+    if not train and cfg.supporter.pairs.min_pairs == 0:
+        return skip_without_pairs(kind, models / out_name, pairs_dir, register_model)
+    if len(train) < cfg.supporter.pairs.min_pairs:
+        raise TrainStageError(f"{pairs_dir}/train.jsonl has {len(train)} pairs < supporter.pairs.min_pairs="
+                              f"{cfg.supporter.pairs.min_pairs}")
     if not train:
         key = "t_diff" if kind == "value" else "emotion_t_diff"
         raise TrainStageError(f"{pairs_dir}/train.jsonl has no pairs (metrics/mine_pairs.json: {kind}.above_t_diff, "
