@@ -7,7 +7,8 @@ What the value detector adds to the shared annotator recipe (tasks/annotators/st
 * `presence.json` = those thresholds + `value_detector.presence.min_chars`, written with every checkpoint;
 * the presence figures (tasks/annotators/presence_eval.py) on sources that chose nothing: probes, value-laden
   sentences, FULCRA, a sample of ESConv seeker turns, held-back value-free texts;
-* a gate on the small-talk probes (`presence.max_probe_value_share`) beside the held-back F1 gate.
+* gates on the small-talk probes (`presence.max_probe_value_share`) and on the value-laden sentences
+  (`presence.min_value_laden_kept`) beside the held-back F1 gate.
 """
 
 from __future__ import annotations
@@ -63,12 +64,18 @@ def presence_extension(cfg: Any) -> Extension:
         return {"presence": figures, "value_free": state["pool"].counts}
 
     def gates(summary: dict[str, Any]) -> list[str]:
+        failed = []
         probes = summary["presence"]["probes_small_talk"]
         share = 1.0 - probes["share_no_value"]
         if share > pcfg.max_probe_value_share:
-            return [f"{TASK}: {share:.0%} of the small-talk probes get a value (> value_detector.presence."
-                    f"max_probe_value_share {pcfg.max_probe_value_share}): {probes['with_value']}"]
-        return []
+            failed.append(f"{TASK}: {share:.0%} of the small-talk probes get a value (> value_detector.presence."
+                          f"max_probe_value_share {pcfg.max_probe_value_share}): {probes['with_value']}")
+        laden = summary["presence"]["value_laden"]
+        if laden["share_kept"] < pcfg.min_value_laden_kept:  # the other side: "no value" must not win everywhere
+            failed.append(f"{TASK}: only {laden['share_kept']:.0%} of the value-laden sentences keep their category "
+                          f"(< value_detector.presence.min_value_laden_kept {pcfg.min_value_laden_kept}); lost "
+                          f"{laden['lost']}")
+        return failed
 
     return Extension(augment, on_save, report, gates)
 

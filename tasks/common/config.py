@@ -173,6 +173,8 @@ class PresenceParams(StrictModel):
     esconv_turns: int = Field(ge=0)  # ESConv seeker turns sampled for `values per turn` (0 = all)
     fulcra_limit: int = Field(ge=0)  # FULCRA replies scored for recall (0 = all 1,718)
     max_probe_value_share: float = Field(ge=0.0, le=1.0)  # the stage fails when more small-talk probes get a value
+    # the stage fails when fewer of the hand-written value-laden sentences keep their category (over-correction)
+    min_value_laden_kept: float = Field(ge=0.0, le=1.0)
 
 
 class ValueDetectorParams(AnnotatorTrainParams):

@@ -141,6 +141,9 @@ def test_the_gates_fail_a_broken_detector(small_annotators, detector):
     figures = presence_eval.presence_report(broken)
     failed = presence_extension(cfg).gates({"presence": figures})
     assert failed and "max_probe_value_share" in failed[0]
+    mute = ValueDetector(detector.model, PresenceRule.uniform(1.01, detector.rule.min_chars))  # "no value" everywhere
+    failed = presence_extension(cfg).gates({"presence": presence_eval.presence_report(mute)})
+    assert failed and "min_value_laden_kept" in failed[0]
     assert presence_extension(cfg).gates({"presence": presence_eval.presence_report(detector)}) == []
     assert stage.score_gate("value_detector", cfg, {"f1": 0.1}) and not stage.score_gate("value_detector", cfg,
                                                                                        {"f1": 0.5})
