@@ -113,9 +113,11 @@ def _pipeline_run_id() -> str:
 
 @flow(name="pipeline")
 def pipeline_flow(targets: list[str] | None = None, force: bool = False, root: str | None = None,
-                  profile: str | None = None, push: bool = False) -> dict[str, str]:
+                  profile: str | None = None, push: bool = False, refresh: list[str] | None = None) -> dict[str, str]:
     """Reproduce the DAG of the project at `root` (default: this project) stage by stage; see the module doc for
-    `profile` and `push`."""
+    `profile` and `push`. `refresh`: stages re-run even when DVC finds them up to date — those that ask the outside
+    world (the scheduled deployment refreshes `crawl_live`: Reddit changes without any dep changing), so a plain
+    `dvc repro` or `make pipeline` still does nothing when nothing changed."""
     from tasks.common import tracking
 
     where = Path(root) if root else paths.ROOT
@@ -129,7 +131,7 @@ def pipeline_flow(targets: list[str] | None = None, force: bool = False, root: s
     log.info("stages in order: %s", order)
     results: dict[str, str] = {}
     for name in order:
-        results[name] = repro_stage(name, force=force, root=root, pipeline_run=run_id)
+        results[name] = repro_stage(name, force=force or name in (refresh or ()), root=root, pipeline_run=run_id)
         log.info("%s: %s", name, results[name])
     if push:
         push_outputs(root)

@@ -1,6 +1,7 @@
 """Stage `crawl_live`: the live praw crawl into a DVC-tracked input, `data/live/` (crawl reads it).
 
-DVC runs it every time (`always_changed`) and keeps its folder between runs (`persist`), so the nightly pipeline
+The scheduled deployment re-runs it every night (`refresh: [crawl_live]` in prefect.yaml; a plain `dvc repro`
+leaves it alone when nothing changed) and DVC keeps its folder between runs (`persist`), so the nightly pipeline
 asks Reddit only for what is newer than the watermark in `data/live/checkpoint.json` (tasks/crawl/reddit_live.py);
 when nothing new came, the folder's hash is unchanged and DVC skips `crawl` and everything downstream. With
 `crawl.live.enabled: false` (tiny profile) the stage writes only `watermark.json` saying so.

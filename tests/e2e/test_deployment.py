@@ -33,7 +33,8 @@ def test_prefect_yaml_deploys_a_scheduled_pipeline(prefect_api, tmp_path):
     assert dep.work_pool_name == "esvr-gpu"
     assert dep.entrypoint == "flows/pipeline.py:pipeline_flow"
     assert [s.schedule.cron for s in dep.schedules] == ["0 3 * * *"]
-    assert dep.parameters == {"profile": "paper", "targets": None, "force": False, "push": True}
+    assert dep.parameters == {"profile": "paper", "targets": None, "force": False, "push": True,
+                              "refresh": ["crawl_live"]}
     assert dep.global_concurrency_limit.limit == 1
     assert str(getattr(dep.concurrency_options.collision_strategy, "value", dep.concurrency_options.collision_strategy)) \
         == "CANCEL_NEW"
