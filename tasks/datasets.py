@@ -41,6 +41,7 @@ import numpy as np
 
 from tasks.annotators.presence import PresenceRule
 from tasks.common import paths
+from tasks.common.config import DatasetsParams
 from tasks.common.hashing import content_id, sha256_tree
 from tasks.common.io import atomic_open, read_jsonl, write_json, write_jsonl
 from tasks.domain import prompts
@@ -95,7 +96,7 @@ def _norm(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ rules
-def is_positive(p: float, p_prev: float | None, cfg: Any) -> bool:
+def is_positive(p: float, p_prev: float | None, cfg: DatasetsParams) -> bool:
     """The positivity rule for an OP reply (see DatasetsParams.positivity_rule); p_prev is o_t's positivity."""
     above = p >= cfg.positivity_threshold
     rose = p_prev is not None and (p - p_prev) >= cfg.positivity_min_increase
@@ -131,7 +132,7 @@ def base_rates(annotated_paths: Iterable[Path]) -> list[float]:
     return [t / n for t in total]
 
 
-def positivity_threshold(cfg: Any, positivities: Sequence[float]) -> float:
+def positivity_threshold(cfg: DatasetsParams, positivities: Sequence[float]) -> float:
     """The absolute threshold of the positivity rule: fixed, or the `positivity_quantile` of the candidates' scores
     (robust to an emotion model whose scores are shifted, e.g. one trained for minutes on CPU)."""
     if not cfg.positivity_quantile or not positivities:
@@ -143,7 +144,7 @@ def positivity_threshold(cfg: Any, positivities: Sequence[float]) -> float:
     return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
 
 
-def load_rule(cfg: Any) -> PresenceRule:
+def load_rule(cfg: DatasetsParams) -> PresenceRule:
     """The presence rule shipped with the value detector (`datasets.value_detector`: its presence.json)."""
     folder = paths.ROOT / cfg.value_detector
     try:
@@ -169,7 +170,7 @@ class ThreadResult:
     counters: Counter = field(default_factory=Counter)
 
 
-def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: Any, seed: int,
+def extract_thread(thread: dict[str, Any], ann: dict[str, dict[str, Any]], cfg: DatasetsParams, seed: int,
                    rule: PresenceRule, rates: Sequence[float]) -> ThreadResult:
     """Every candidate OP reply on a valid o/c path of one thread → one example dict (history, reply, targets,
     rejected); `target_values` is [] when no value is present (assemble() drops those after the positivity rule).
@@ -342,7 +343,7 @@ def dedup_key(name: str, rec: dict[str, Any]) -> str:
     return content_id([_norm(m["content"]) for m in [*prompt, *answers]])
 
 
-def assemble(examples: list[dict[str, Any]], cfg: Any, seed: int, count: TokenCounter
+def assemble(examples: list[dict[str, Any]], cfg: DatasetsParams, seed: int, count: TokenCounter
              ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, Any]]:
     """Examples → {dataset: {split: records}} and stats (sizes, drops, labels, pairs per post)."""
     examples = sorted(examples, key=lambda e: e["outcome_id"])
@@ -499,7 +500,7 @@ def read_shards(threads_dir: Path, annotated_dir: Path) -> list[tuple[Path, Path
     return pairs
 
 
-def extract_shard(threads_path: Path, annotated_path: Path, cfg: Any, seed: int, thread_ids: set[str] | None,
+def extract_shard(threads_path: Path, annotated_path: Path, cfg: DatasetsParams, seed: int, thread_ids: set[str] | None,
                   rule: PresenceRule, rates: Sequence[float]) -> ThreadResult:
     """Read one thread shard and its annotations; extract every thread (optionally only `thread_ids`)."""
     ann = {r["id"]: r for r in read_jsonl(annotated_path)}
@@ -560,7 +561,7 @@ CARD_NOTES = {
 }
 
 
-def render_card(name: str, stats: dict[str, Any], extraction: dict[str, Any], cfg: Any, seed: int,
+def render_card(name: str, stats: dict[str, Any], extraction: dict[str, Any], cfg: DatasetsParams, seed: int,
                 token_desc: str, inputs: dict[str, str]) -> str:
     """A short markdown data card: what, source, filters, counts, licence."""
     title, what, fmt = CARD_NOTES[name]
@@ -611,7 +612,7 @@ def render_card(name: str, stats: dict[str, Any], extraction: dict[str, Any], cf
     return "\n".join(lines)
 
 
-def run(cfg: Any, seed: int, threads_dir: Path | None = None, annotated_dir: Path | None = None,
+def run(cfg: DatasetsParams, seed: int, threads_dir: Path | None = None, annotated_dir: Path | None = None,
         out_dir: Path | None = None, extract: Callable[..., ThreadResult] | None = None) -> dict[str, Any]:
     """Read threads + annotations, build the three datasets, write splits, cards and stats; return the stats.
 
@@ -732,7 +733,7 @@ def code_digest() -> str:
     return content_id([sha256_tree(here / f) for f in files])
 
 
-def extract_shard_cached(threads_path: Path, annotated_path: Path, cfg: Any, seed: int,
+def extract_shard_cached(threads_path: Path, annotated_path: Path, cfg: DatasetsParams, seed: int,
                          thread_ids: set[str] | None, rule: PresenceRule, rates: Sequence[float]) -> ThreadResult:
     """`extract_shard` through a Prefect task cached on the shards' content hashes, the params, the presence rule,
     the base rates and CACHE_VERSION."""

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.common.config import EsconvAnalysisParams
 from tasks.domain.esconv import SEEKER, intensities, read_dir, seeker_turns
 from tasks.domain.taxonomy import POSITIVE_MASK
 
@@ -74,7 +75,7 @@ def bootstrap_ci(a: np.ndarray, b: np.ndarray | None, n: int, seed: int) -> list
     return [float(lo), float(hi)]
 
 
-def analyse(convs: list[dict[str, Any]], present: Callable[[list[str]], np.ndarray], cfg: Any,
+def analyse(convs: list[dict[str, Any]], present: Callable[[list[str]], np.ndarray], cfg: EsconvAnalysisParams,
             seed: int = 0) -> dict[str, Any]:
     """Group the conversations, mark the values present in each one's last seeker turns with `present(texts) ->
     bool (n, 20)`, compare the groups (positive values; all values beside them)."""
@@ -98,7 +99,7 @@ def analyse(convs: list[dict[str, Any]], present: Callable[[list[str]], np.ndarr
     score, score_all = np.zeros(len(chosen)), np.zeros(len(chosen))
     np.add.at(score, np.asarray(owner, dtype=int), positive)
     np.add.at(score_all, np.asarray(owner, dtype=int), mask.sum(1))
-    n_boot = int(getattr(cfg, "bootstrap", 0))
+    n_boot = int(cfg.bootstrap)
     out: dict[str, Any] = {}
     arrays = {}
     for i, g in enumerate(GROUPS):
@@ -138,7 +139,7 @@ def presence_of(detector: Any, threshold: float = 0.0) -> Callable[[Sequence[str
     return present
 
 
-def run(data_dir: str | Path, model_uri: str, cfg: Any, seed: int = 0) -> dict[str, Any]:
+def run(data_dir: str | Path, model_uri: str, cfg: EsconvAnalysisParams, seed: int = 0) -> dict[str, Any]:
     """Read ESConv from `data_dir`, load the value detector with its presence rule, return the analysis."""
     from tasks.annotators.presence import load_detector
 
