@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tasks.common.config import Params
 from tasks.supporter.train_supporter_dpo import run_supporter_dpo
 
 
-def run_supporter_emotion_dpo(cfg: Any, pairs_dir: Path | None = None, models: Path | None = None,
+def run_supporter_emotion_dpo(cfg: Params, pairs_dir: Path | None = None, models: Path | None = None,
                               ckpt_root: Path | None = None, register_model: bool = True) -> dict[str, Any]:
     return run_supporter_dpo(cfg, "emotion", pairs_dir, models, ckpt_root, register_model)
