@@ -168,6 +168,6 @@ def presence_report(detector: Any, fulcra: tuple[list[str], np.ndarray] | None =
     if esconv_turns:
         out["esconv_seeker_turns"] = esconv_report(mask(esconv_turns))
     if value_free_report:
-        out["value_free_heldout"] = {"n": len(value_free_report),
+        out["value_free_held_back"] = {"n": len(value_free_report),
                                      "share_no_value": share_without_value(mask(value_free_report))}
     return out
