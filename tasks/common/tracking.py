@@ -145,6 +145,17 @@ def git_sha(root: Path | None = None) -> str:
         return "unknown"
 
 
+def read_lock_stages(root: Path | None = None) -> dict[str, Any]:
+    """The `stages` of dvc.lock read as DVC writes it (YAML 1.2, ruamel): PyYAML's YAML 1.1 would turn an unquoted
+    `no` (e.g. TRL's `eval_strategy: no`) into False and every hash of that entry would differ from DVC's."""
+    from ruamel.yaml import YAML
+
+    p = (root or paths.ROOT) / "dvc.lock"
+    if not p.is_file():
+        return {}
+    return dict((YAML(typ="safe", pure=True).load(p.read_text(encoding="utf-8")) or {}).get("stages", {}))
+
+
 def lock_entry_hash(entry: dict[str, Any]) -> str:
     """Hash of one stage's dvc.lock entry (cmd, deps, params, outs): equal entries mean an identical reproduction."""
     return hashlib.sha256(canonical_json(entry)).hexdigest()[:16]

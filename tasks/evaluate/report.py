@@ -100,15 +100,13 @@ def diffs(batch: Batch) -> list[dict[str, Any]]:
 
 def lock_status(batch: Batch, root: Path) -> dict[str, str]:
     """The evaluate stage's dvc.lock hash on the runs, and whether dvc.lock still says the same."""
-    from tasks.common.tracking import lock_entry_hash
+    from tasks.common.tracking import lock_entry_hash, read_lock_stages
 
     tagged = sorted({r.tags.get(LOCK_TAG, "not run by dvc") for r in batch.runs})
     current = "no dvc.lock entry"
-    lock = root / "dvc.lock"
-    if lock.is_file():
-        entry = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {}).get("evaluate")
-        if entry:
-            current = lock_entry_hash(entry)
+    entry = read_lock_stages(root).get("evaluate")
+    if entry:
+        current = lock_entry_hash(entry)
     return {"runs": ", ".join(tagged), "dvc_lock": current,
             "matches": "yes" if tagged == [current] else "no (the runs come from another state of the DAG)"}
 
