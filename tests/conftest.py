@@ -18,6 +18,20 @@ env.apply_defaults(offline=True)  # before prefect/mlflow/transformers are impor
 
 ROOT = paths.ROOT
 BIN = Path(sys.executable).parent
+#: Set by `tracking.setup` for the HF Trainer callback: a value left by one in-process test would point the next
+#: test (and every subprocess it starts) at that test's temporary store.
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_env():
+    before = {k: os.environ.get(k) for k in _MLFLOW_ENV}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +98,9 @@ def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,
     env.setdefault(paths.MIRROR_ENV, str(paths.mirror_dir()))
     env.pop("ESVR_MLRUNS", None)
     env.pop("PREFECT_API_URL", None)
+    if not env.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
+        for k in _MLFLOW_ENV:  # the copy's own store, not one an in-process test pointed at
+            env.pop(k, None)
     env.update(env_extra or {})
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
