@@ -133,3 +133,21 @@ def test_dpo_pairs_that_trl_would_cut_are_caught(dpo_run):
                                         bf16=False, report_to="none", max_steps=1))
     with pytest.raises(ex.ExampleError):
         ex.check_dpo_dataset(trainer.train_dataset, rows, short, "test")
+
+
+def test_too_few_pairs_fail_and_none_with_min_pairs_zero_skip(sft, tmp_path):
+    """`supporter.pairs.min_pairs`: fewer pairs than it fail the stage naming the file; with 0 and no pair the stage
+    ends untrained, its folder holds only skipped.json (no weights that could pass for a DPO model)."""
+    from tasks.common.io import write_jsonl
+
+    pairs = write_pairs(tmp_path / "pairs", "value", [dialogue(0)])
+    n = sum(1 for _ in (pairs / "value" / "train.jsonl").open())
+    strict = micro_params({"supporter": {"pairs": {"min_pairs": n + 1}}})
+    with pytest.raises(dpo.TrainStageError, match=rf"train.jsonl has {n} pairs < supporter.pairs.min_pairs={n + 1}"):
+        dpo.run_supporter_dpo(strict, "value", pairs, sft["models"], tmp_path / "ckpt", register_model=False)
+    write_jsonl(pairs / "emotion" / "train.jsonl", [])
+    lax = micro_params({"supporter": {"pairs": {"min_pairs": 0}}})
+    m = dpo.run_supporter_dpo(lax, "emotion", pairs, sft["models"], tmp_path / "ckpt", register_model=False)
+    assert m["skipped"] == 1 and m["pairs.train"] == 0
+    out = sft["models"] / dpo.SPEC["emotion"][1]
+    assert [p.name for p in out.iterdir()] == ["skipped.json"]
