@@ -5,8 +5,16 @@ analysis, the RG value-hit rate, `esvr values predict|eval`, the supporter's val
 evaluation's Seeker-/Supporter-Value — so "a value is present" means the same thing everywhere.
 
 The rule: a text with fewer than `min_chars` non-space characters expresses no value (the detector's probabilities
-on empty or near-empty inputs are its prior, not evidence); otherwise category c is present when its probability
-reaches `thresholds[c]`.
+on empty or near-empty inputs are its prior, not evidence); a text whose most probable category stays below
+`min_top` expresses no value (the text-level gate); otherwise category c is present when its probability reaches
+`thresholds[c]`.
+
+Why a gate beside the cuts: the cuts maximise F1 on arguments, where every text carries ~3 values, so they are low
+(~0.2) and fire on any text that merely *sounds* like an argument — a factual news sentence about a budget or a
+bridge gets 5–8 categories. The gate asks first whether the text carries a value at all, at a level set by the
+texts known to carry one: `min_top` is the `gate_quantile` quantile of the top probability over the choose set's
+validation arguments (tiny/paper: 5 %, so at most 1 argument in 20 loses its values), not by the value-free texts,
+which sit far below any sensible cut (median top probability ~0.04) and so cannot place it.
 
 How the cuts are calibrated (tasks/annotators/stage.py `run_train`, docs/ANNOTATORS.md): the detector trains on
 Touché23 arguments plus value-free conversational texts (tasks/annotators/value_free.py; all labels 0), and the cuts
@@ -42,6 +50,8 @@ class PresenceRule:
     labels: tuple[str, ...] = VALUE_CATEGORIES
     #: How the cuts were chosen (sets, sizes, objective); recorded in presence.json, not part of the rule itself.
     calibration: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: The text-level gate: no value unless the text's highest category probability reaches it (0 = no gate).
+    min_top: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.labels):
@@ -53,8 +63,13 @@ class PresenceRule:
         return cls(tuple([float(threshold)] * len(VALUE_CATEGORIES)), min_chars)
 
     def present_probs(self, probs: np.ndarray) -> np.ndarray:
-        """Boolean (n, 20): probability at or above the category's cut (no text rule: probabilities only)."""
-        return np.asarray(probs, dtype=np.float64) >= np.asarray(self.thresholds)[None, :]
+        """Boolean (n, 20): probability at or above the category's cut, in texts whose top probability reaches the
+        gate (no length rule: probabilities only)."""
+        p = np.asarray(probs, dtype=np.float64)
+        mask = p >= np.asarray(self.thresholds)[None, :]
+        if self.min_top > 0 and len(p):
+            mask &= (p.max(axis=1) >= self.min_top)[:, None]
+        return mask
 
     def present(self, texts: Sequence[str], probs: np.ndarray) -> np.ndarray:
         """Boolean (n, 20) for texts and their detector probabilities."""
@@ -70,7 +85,7 @@ class PresenceRule:
 
     def to_dict(self) -> dict[str, Any]:
         out = {"labels": list(self.labels), "thresholds": [round(float(t), 6) for t in self.thresholds],
-               "min_chars": self.min_chars}
+               "min_chars": self.min_chars, "min_top": round(float(self.min_top), 6)}
         if self.calibration:
             out["calibration"] = self.calibration
         return out
@@ -84,7 +99,7 @@ class PresenceRule:
         if isinstance(th, dict):
             th = [th[c] for c in labels]
         return cls(tuple(float(x) for x in th), int(d.get("min_chars", DEFAULT_MIN_CHARS)), labels,
-                   dict(d.get("calibration") or {}))
+                   dict(d.get("calibration") or {}), float(d.get("min_top", 0.0)))
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> PresenceRule:

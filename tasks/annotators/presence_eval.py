@@ -3,6 +3,9 @@
 * **probes**: empty / whitespace texts and small talk (`EMPTY_PROBES`, `SMALL_TALK_PROBES`, written here and kept out
   of every training and calibration set by tasks/annotators/value_free.py): share with no value present.
 * **value-laden probes** (`VALUE_LADEN`): hand-written sentences, each naming one category; share that keeps it.
+* **factual probes** (`FACTUAL_PROBES`): hand-written news-style statements of fact (dates, figures, schedules)
+  that express no value: the formal register the value-free training texts (conversational) do not cover; share
+  with no value. Not used by training or calibration.
 * **FULCRA recall** (fulcra-valuecompass, MIT): LLM replies in dialogue labelled with Schwartz values; the 54
   level-1 items mapped to the 20 Touché categories (`fulcra_category`, mapping from the mirror's PROVENANCE);
   recall of the (reply, category) pairs labelled `+1`, share of replies with any value, values per reply.
@@ -47,6 +50,30 @@ VALUE_LADEN: tuple[tuple[str, str], ...] = (
     ("Self-direction: action", "I want to make my own choices and decide for myself how to live my life."),
     ("Tradition", "Our religious faith and the traditions of our ancestors guide how we celebrate."),
     ("Power: resources", "Making a lot of money and becoming wealthy is what I care about most."),
+)
+
+#: News-style statements of fact: no stance, no goal, nothing anyone is asked to care about.
+FACTUAL_PROBES: tuple[str, ...] = (
+    "The committee will meet on Tuesday to discuss the annual budget.",
+    "Shares of the company fell 3 percent in early trading on Monday.",
+    "The minister arrived in Brussels late last night.",
+    "The report was published in March and runs to 240 pages.",
+    "Temperatures are expected to reach 25 degrees by the weekend.",
+    "The party won 34 seats in the last election.",
+    "The new bridge will connect the two districts of the city.",
+    "He was born in 1956 in a small village near the border.",
+    "The train to Hamburg leaves from platform 4 at 9:15.",
+    "The museum is closed on Mondays and public holidays.",
+    "The survey was carried out by telephone between May and July.",
+    "The company employs about 1,200 people at its two plants.",
+    "The film runs for two hours and was shot in Morocco.",
+    "The meeting ended shortly after noon.",
+    "The river is about 300 kilometres long.",
+    "The bill was read for the second time on Thursday.",
+    "The conference takes place in Vienna from 12 to 14 October.",
+    "Last year the airport handled 8 million passengers.",
+    "The delegation included representatives of four regions.",
+    "Road works on the motorway will continue until the end of the month.",
 )
 
 #: FULCRA's 19 Schwartz-SVS items that are not Touché level-1 names (the mirror's PROVENANCE mapping). "moderate" is
@@ -161,7 +188,8 @@ def presence_report(detector: Any, fulcra: tuple[list[str], np.ndarray] | None =
     mask = detector.mask
     out: dict[str, Any] = {"probes_empty": probe_report(EMPTY_PROBES, mask(EMPTY_PROBES)),
                            "probes_small_talk": probe_report(SMALL_TALK_PROBES, mask(SMALL_TALK_PROBES)),
-                           "value_laden": value_laden_report(mask([t for _, t in VALUE_LADEN]))}
+                           "value_laden": value_laden_report(mask([t for _, t in VALUE_LADEN])),
+                           "probes_factual": probe_report(FACTUAL_PROBES, mask(FACTUAL_PROBES))}
     out["probes"] = {"n": len(PROBES), "share_no_value": share_without_value(mask(PROBES))}
     if fulcra is not None:
         out["fulcra"] = fulcra_report(fulcra[1], mask(fulcra[0]))

@@ -64,8 +64,8 @@ class Extension:
 
     #: (train, choose, seed) -> (train, choose) with extra rows
     augment: Callable[[LabelledTexts, LabelledTexts, int], tuple[LabelledTexts, LabelledTexts]]
-    #: (model folder, thresholds) -> None, after every save of the model (checkpoints included)
-    on_save: Callable[[Path, np.ndarray], None]
+    #: (model folder, thresholds, model) -> None, after every save of the model (checkpoints included)
+    on_save: Callable[[Path, np.ndarray, MeanPoolClassifier], None]
     #: (model, thresholds, seed) -> extra summary entries, computed on held-back sources
     report: Callable[[MeanPoolClassifier, np.ndarray, int], dict[str, Any]]
     #: summary -> gate failures (messages)
@@ -106,7 +106,7 @@ def run_train(task: str, acfg: Any, seed: int, out_dir: str | Path | None = None
             src = external("goemotions") / "sentiment_dict.json"
             (out / "sentiment_dict.json").write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
         if ext is not None:
-            ext.on_save(out, th)
+            ext.on_save(out, th, model)
 
     res = classifier.train_classifier(train, choose, acfg, seed, metric, on_metrics=on_metrics, on_best=save)
     save(res.model, res.thresholds, res.best_epoch)

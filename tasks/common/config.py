@@ -175,6 +175,8 @@ class PresenceParams(StrictModel):
     max_probe_value_share: float = Field(ge=0.0, le=1.0)  # the stage fails when more small-talk probes get a value
     # the stage fails when fewer of the hand-written value-laden sentences keep their category (over-correction)
     min_value_laden_kept: float = Field(ge=0.0, le=1.0)
+    # the text-level gate min_top = this quantile of the top probability over the choose arguments (0 = no gate)
+    gate_quantile: float = Field(ge=0.0, lt=0.5)
 
 
 class ValueDetectorParams(AnnotatorTrainParams):

@@ -49,7 +49,7 @@ def presence_rule(rcfg: SupporterRewardParams, detector_dir: Path) -> PresenceRu
 
 def rewards(s: rw.Scored, rcfg: SupporterRewardParams, horizon: int, rule: PresenceRule) -> dict[Kind, rw.Rewards]:
     """Both rewards over the same candidates."""
-    return {"value": rw.value_reward(s, rule.thresholds, rcfg.gamma, horizon, rule.min_chars),
+    return {"value": rw.value_reward(s, rule.thresholds, rcfg.gamma, horizon, rule.min_chars, rule.min_top),
             "emotion": rw.emotion_reward(s, rcfg.emotion_signal, rcfg.gamma, horizon)}
 
 

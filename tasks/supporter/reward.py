@@ -6,7 +6,8 @@ Value reward (ES-VR, docs/supporter.md):
 
 N_{t+k}^c = how many of the candidate turn's target values are *present* in the seeker's k-th later turn of
 continuation c, by the presence rule of tasks/annotators/presence.py (per-category probability cuts; a turn with
-fewer than `min_chars` non-space characters expresses nothing). A turn beyond the end of a continuation counts 0.
+fewer than `min_chars` non-space characters, or whose top probability over all 20 categories stays below the gate
+`min_top`, expresses nothing). A turn beyond the end of a continuation counts 0.
 
 Emotion reward (the Emotion-DPO baseline, on the *same* rollouts): the same discounted, continuation-averaged sum
 with a per-turn emotion signal E in place of N: the emotion model's positivity of the seeker's turn (`positivity`,
@@ -53,6 +54,7 @@ class Scored:
     intensity_before: np.ndarray | None = None  # (n,) float64 seeker's intensity before the candidate turn
     source: str = ""  # the file the rows came from (error messages name its lines)
     rows: np.ndarray | None = None  # (n,) row numbers in `source` (None: 0..n-1)
+    top: np.ndarray | None = None  # (n, C, H) float32 highest of the turn's 20 probabilities (the rule's gate; NaN)
 
     @property
     def n(self) -> int:
@@ -68,7 +70,7 @@ class Scored:
         return Scored(self.state[idx], self.state_ids, [self.candidate_ids[i] for i in idx], self.targets[idx],
                       self.cont_mask[idx], self.turn_mask[idx], self.probs[idx], sub(self.chars),
                       sub(self.positivity), sub(self.intensity), sub(self.intensity_before), self.source,
-                      idx if self.rows is None else self.rows[idx])
+                      idx if self.rows is None else self.rows[idx], sub(self.top))
 
 
 # ------------------------------------------------------------------------------------------ the arithmetic
@@ -79,11 +81,13 @@ def discount_weights(gamma: float, horizon: int, width: int) -> np.ndarray:
     return w
 
 
-def value_counts(s: Scored, thresholds: Sequence[float] | np.ndarray, min_chars: int = 0) -> np.ndarray:
+def value_counts(s: Scored, thresholds: Sequence[float] | np.ndarray, min_chars: int = 0,
+                 min_top: float = 0.0) -> np.ndarray:
     """N per continuation turn, (n, C, H) int16: target values whose probability reaches their category's cut.
 
     A turn whose utterance has fewer than `min_chars` non-space characters counts 0 (the presence rule's text
-    test); turns without a known utterance (`chars` -1 or absent) are judged by their probabilities alone."""
+    test), and so does one whose top probability over all 20 categories stays below `min_top` (its gate); turns
+    without a known utterance (`chars` -1 or absent) are judged by their probabilities alone."""
     th = np.asarray(thresholds, dtype=np.float32)
     if th.shape != (len(VALUE_CATEGORIES),):
         raise ValueError(f"need {len(VALUE_CATEGORIES)} per-category thresholds, got shape {th.shape}")
@@ -95,6 +99,10 @@ def value_counts(s: Scored, thresholds: Sequence[float] | np.ndarray, min_chars:
         counts += present[..., j]
     if s.chars is not None and min_chars > 0:
         counts[(s.chars >= 0) & (s.chars < min_chars)] = 0
+    if min_top > 0:
+        if s.top is None:
+            raise ValueError("the presence rule has a gate (min_top) but the turns carry no value_probs to apply it")
+        counts[~(s.top >= min_top)] = 0  # NaN (unknown) compares False: such turns already count 0
     return counts
 
 
@@ -146,8 +154,8 @@ class Rewards:
 
 
 def value_reward(s: Scored, thresholds: Sequence[float] | np.ndarray, gamma: float, horizon: int,
-                 min_chars: int = 0) -> Rewards:
-    n = value_counts(s, thresholds, min_chars)
+                 min_chars: int = 0, min_top: float = 0.0) -> Rewards:
+    n = value_counts(s, thresholds, min_chars, min_top)
     per_cont = continuation_returns(n, s.turn_mask, gamma, horizon)
     return Rewards(n, per_cont, mean_over_continuations(per_cont, s.cont_mask))
 
@@ -407,6 +415,7 @@ def scored_from_table(table: Any, path: str | Path) -> Scored:
     tp = np.take_along_axis(p, np.clip(tg, 0, None).astype(np.int64), axis=1)
     tp[tg < 0] = np.nan
     probs = rg.dense(tp, dtype=np.float32)
+    top = rg.dense(np.fmax.reduce(p, axis=1), dtype=np.float32)  # fmax skips NaN: NaN only when all 20 are
 
     def dense(name: str) -> np.ndarray | None:
         v = _column(turns, name, n_turns)
@@ -425,7 +434,7 @@ def scored_from_table(table: Any, path: str | Path) -> Scored:
         turn_mask=rg.turn_mask, probs=probs, chars=chars, positivity=dense("positivity"),
         intensity=dense("emotion_intensity"),
         intensity_before=None if before.null_count == n else before.to_numpy().astype(np.float64),
-        source=str(path))
+        source=str(path), top=top)
 
 
 # ------------------------------------------------------------------------------------------ the contract command

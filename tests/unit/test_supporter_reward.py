@@ -85,6 +85,28 @@ def test_presence_rule_per_category_cuts_and_min_chars(tmp_path):
     assert R.value_reward(s, th, 1.0, 2, min_chars=0).per_turn[0, 0].tolist() == [1, 2]
 
 
+def test_the_rules_gate_clears_turns_whose_top_probability_is_low_and_agrees_with_the_rule(tmp_path):
+    """min_top looks at all 20 categories of the turn, not only the targets; the reward and PresenceRule agree."""
+    from tasks.annotators.presence import PresenceRule
+
+    turns = [{"value_probs": {A: 0.3, B: 0.3}, "utterance": "The committee meets on Tuesday."},
+             {"value_probs": {A: 0.3, C: 0.8}, "utterance": "I want to try something new again"}]
+    write_jsonl(tmp_path / "g.jsonl", [row("s", "a", [A, B], [turns])])
+    s = R.read_scored(tmp_path / "g.jsonl")
+    th = np.full(20, 0.25)
+    assert R.value_reward(s, th, 1.0, 2).per_turn[0, 0].tolist() == [2, 1]
+    gated = R.value_reward(s, th, 1.0, 2, min_top=0.5)
+    assert gated.per_turn[0, 0].tolist() == [0, 1]  # turn 2 passes the gate through C, a non-target category
+    rule = PresenceRule(tuple(th), 3, min_top=0.5)
+    probs = np.zeros((2, 20))
+    for i, t in enumerate(turns):
+        for c, v in t["value_probs"].items():
+            probs[i, R.VALUE_INDEX[c]] = v
+    mask = rule.present([t["utterance"] for t in turns], probs)
+    assert [int(mask[i, [R.VALUE_INDEX[A], R.VALUE_INDEX[B]]].sum()) for i in range(2)] == [0, 1]
+    assert PresenceRule.from_dict(rule.to_dict()) == rule and rule.to_dict()["min_top"] == 0.5
+
+
 def test_emotion_rewards_positivity_and_intensity_drop(tmp_path):
     conts = [[{"positivity": 0.2, "emotion_intensity": 3}, {"positivity": 0.6, "emotion_intensity": 2}],
              [{"positivity": 0.4, "emotion_intensity": 5}]]
