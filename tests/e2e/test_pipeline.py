@@ -3,7 +3,6 @@ is a no-op, and `esvr pipeline`'s Prefect flow follows dvc.yaml and leaves tagge
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -42,12 +41,15 @@ def test_dvc_repro_then_noop(project_copy, mirror, prefect_api):
     first = run_cli(["dvc", "repro"], project_copy, env_extra=api, timeout=2300)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (project_copy / "dvc.lock").is_file()
-    t0 = time.perf_counter()
+    # The no-op is checked by what it does, not by a wall-clock bound (speed lives in benchmarks/): no stage runs,
+    # dvc.lock keeps its bytes, no MLflow run is added.
+    lock_before, runs_before = (project_copy / "dvc.lock").read_bytes(), len(_runs(project_copy))
     second = run_cli(["dvc", "repro"], project_copy, env_extra=api)
-    elapsed = time.perf_counter() - t0
     assert second.returncode == 0, second.stderr
     assert "Data and pipelines are up to date" in second.stdout
-    assert elapsed < 5, f"no-op dvc repro took {elapsed:.1f}s"
+    assert "Running stage" not in second.stdout, second.stdout[-2000:]
+    assert (project_copy / "dvc.lock").read_bytes() == lock_before
+    assert len(_runs(project_copy)) == runs_before
 
     lock = tracking.read_lock_stages(project_copy)
     # stage runs only: the evaluation's per-variant runs (experiment esvr-eval) carry no stage tag
@@ -83,11 +85,10 @@ def test_pipeline_flow_follows_dvc_yaml(project_copy, mirror, prefect_api):
 def test_bad_params_fail_fast_and_write_nothing(project_copy):
     p = project_copy / "params.yaml"
     p.write_text(p.read_text().replace("experiment: esvr", "experiment: esvr\n  colour: blue"))
-    t0 = time.perf_counter()
     res = run_cli(["esvr", "stage", "sources"], project_copy)
-    assert time.perf_counter() - t0 < 5
     assert res.returncode != 0
     assert "tracking.colour" in res.stderr and "params.yaml:" in res.stderr
+    assert "flow run" not in res.stderr.lower() and "Traceback" not in res.stderr  # refused before any flow started
     assert not (project_copy / "data").exists() and not (project_copy / "mlruns" / "mlflow.db").exists()
 
 

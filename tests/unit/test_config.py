@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import yaml
 
@@ -36,10 +34,8 @@ def test_unknown_key_is_named_with_file_and_line(tmp_path):
     data = load_profile("tiny").model_dump()
     data["sources"]["datasetz"] = ["x"]
     p = _write(tmp_path, data)
-    t0 = time.perf_counter()
     with pytest.raises(ConfigError) as e:
         load_params(p)
-    assert time.perf_counter() - t0 < 5
     msg = str(e.value)
     assert "sources.datasetz" in msg and str(p) in msg and "unknown key" in msg
     line = [i for i, text in enumerate(p.read_text().splitlines(), 1) if "datasetz" in text][0]
