@@ -13,8 +13,10 @@ Why a gate beside the cuts: the cuts maximise F1 on arguments, where every text 
 (~0.2) and fire on any text that merely *sounds* like an argument — a factual news sentence about a budget or a
 bridge gets 5–8 categories. The gate asks first whether the text carries a value at all, at a level set by the
 texts known to carry one: `min_top` is the `gate_quantile` quantile of the top probability over the choose set's
-validation arguments (tiny/paper: 5 %, so at most 1 argument in 20 loses its values), not by the value-free texts,
-which sit far below any sensible cut (median top probability ~0.04) and so cannot place it.
+validation arguments (at 5 %, at most 1 argument in 20 loses its values), not by the value-free texts, which sit far
+below any sensible cut (median top probability ~0.04) and so cannot place it. The profiles set `gate_quantile: 0`
+(no gate): measured on the tiny build, a 5 % gate cleaned factual sentences but cut Reddit utterances with any
+value to ~15 % (the detector is less confident on conversation than on arguments), leaving 4 TVD examples.
 
 How the cuts are calibrated (tasks/annotators/stage.py `run_train`, docs/ANNOTATORS.md): the detector trains on
 Touché23 arguments plus value-free conversational texts (tasks/annotators/value_free.py; all labels 0), and the cuts
