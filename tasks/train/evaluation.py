@@ -77,9 +77,17 @@ def tvd_metrics(generations: Sequence[str], golds: Sequence[Sequence[str]], prio
 
 # --------------------------------------------------------------------------------------------------- generation
 def generate(model: Any, tok: Any, prompts: Sequence[list[dict[str, str]]], max_new_tokens: int, batch_size: int,
-             max_length: int) -> list[str]:
-    """Greedy completions of chat prompts (left padding, prompt cut from the left to fit the context)."""
+             max_length: int, regex: str | None = None) -> list[str]:
+    """Greedy completions of chat prompts (left padding, prompt cut from the left to fit the context). `regex`:
+    decode under that constraint, with the enforcer the local server uses (tasks.llm.serve), i.e. as served."""
     import torch
+    from transformers import LogitsProcessorList
+
+    enforcer_data = None
+    if regex is not None:
+        from tasks.llm.serve import enforcer_tokenizer_data
+
+        enforcer_data = enforcer_tokenizer_data(tok)
 
     tok.padding_side, tok.truncation_side = "left", "left"
     room = max(8, max_length - max_new_tokens)
@@ -89,9 +97,17 @@ def generate(model: Any, tok: Any, prompts: Sequence[list[dict[str, str]]], max_
         texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts[i:i + batch_size]]
         enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=room, add_special_tokens=False)
         enc = {k: v.to(model.device) for k, v in enc.items()}
+        procs = LogitsProcessorList()
+        if regex is not None:
+            from lmformatenforcer import RegexParser
+
+            from tasks.llm.serve import EnforcerLogitsProcessor, parser_config
+
+            procs.append(EnforcerLogitsProcessor(enforcer_data, RegexParser(regex, parser_config()),
+                                                 enc["input_ids"].shape[1]))
         with torch.no_grad():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)
+                                 eos_token_id=tok.eos_token_id, logits_processor=procs)
         out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return [o.strip() for o in out]
 

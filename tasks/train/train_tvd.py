@@ -11,7 +11,7 @@ from typing import Any
 from tasks import base_model
 from tasks.common import paths, registry
 from tasks.common.config import Params
-from tasks.domain import chat_template
+from tasks.domain import chat_template, sim_prompts
 from tasks.train import evaluation as train_eval
 from tasks.train import portable, trainers
 from tasks.train.common import TVD_MODEL, TrainStageError, finite, load_causal_lm, log_curves, read_split
@@ -20,10 +20,12 @@ log = logging.getLogger(__name__)
 
 
 def malformed_gate(metrics: dict[str, Any], max_share: float) -> None:
-    """Fail the stage (before registering) when more test generations than `max_share` are malformed."""
-    if metrics["malformed_share"] > max_share:
-        raise TrainStageError(f"TVD: {metrics['malformed_share']:.0%} malformed generations > "
-                              f"train.tvd_eval.max_malformed_share={max_share}; train longer")
+    """Fail the stage (before registering) when more test generations *as served* than `max_share` are malformed:
+    under the regex every consumer decodes with (`sim_prompts.tvd_regex`), malformed = not three distinct
+    categories (a repeated one, or the answer cut by max_new_tokens) — what a collapsed TVD writes."""
+    if metrics["served.malformed_share"] > max_share:
+        raise TrainStageError(f"TVD: {metrics['served.malformed_share']:.0%} malformed generations as served (regex-"
+                              f"constrained) > train.tvd_eval.max_malformed_share={max_share}; train longer")
 
 
 def run_tvd(cfg: Params, ds_dir: Path | None = None, models: Path | None = None, ckpt_root: Path | None = None,
@@ -47,18 +49,26 @@ def run_tvd(cfg: Params, ds_dir: Path | None = None, models: Path | None = None,
     gens = train_eval.generate(model, tok, [r["messages"][:-1] for r in ev], t.tvd_eval.max_new_tokens,
                                t.tvd_eval.batch_size, t.trainer["max_length"])
     metrics: dict[str, Any] = dict(train_eval.tvd_metrics(gens, golds[: len(ev)], prior))
+    # As served: simulate, rollouts and evaluation decode the TVD under this regex; free decoding above shows whether
+    # the model learned the format on its own.
+    served = train_eval.generate(model, tok, [r["messages"][:-1] for r in ev], t.tvd_eval.max_new_tokens,
+                                 t.tvd_eval.batch_size, t.trainer["max_length"], regex=sim_prompts.tvd_regex())
+    metrics.update({f"served.{k}": v for k, v in train_eval.tvd_metrics(served, golds[: len(ev)], prior).items()
+                    if k.startswith("tvd.") or k.startswith("malformed")})
     metrics.update(train_loss=res.train_loss, global_step=res.global_step,
                    **{k: v for k, v in res.eval_metrics.items() if k == "eval_loss"})
     timings = {"train_seconds": res.seconds, "eval_seconds": round(time.time() - t0, 2)}  # MLflow only
-    log.info("TVD test: F1 %.3f (baseline %.3f), malformed %d/%d; examples: %s", metrics["tvd.f1"],
-             metrics["baseline.f1"], metrics["malformed"], metrics["n_test"], gens[:3])
+    log.info("TVD test: F1 %.3f (baseline %.3f), malformed %d/%d free, %d/%d as served (F1 %.3f); examples: %s / %s",
+             metrics["tvd.f1"], metrics["baseline.f1"], metrics["malformed"], metrics["n_test"],
+             metrics["served.malformed"], metrics["n_test"], metrics["served.tvd.f1"], gens[:3], served[:3])
     malformed_gate(metrics, t.tvd_eval.max_malformed_share)
     if register_model:
         import mlflow
 
         log_curves(res, "sft")
         mlflow.log_metrics(finite({**metrics, **timings}))
-        mlflow.log_dict({"prior": prior, "examples": [{"id": r["id"], "gen": g} for r, g in zip(ev[:20], gens, strict=False)]},
+        mlflow.log_dict({"prior": prior, "examples": [{"id": r["id"], "gen": g, "served": sv}
+                                                      for r, g, sv in zip(ev[:20], gens, served, strict=False)]},
                         "tvd_examples.json")
         registry.register(models / "tvd", TVD_MODEL, ["sft", "champion"], files=t.run.mlflow_log)  # version: MLflow
     return metrics

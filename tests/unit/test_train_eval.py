@@ -66,15 +66,20 @@ def test_value_hits():
 
 
 def test_tvd_gate_fails_a_model_that_cannot_write_the_answer_line():
+    """The gate reads the generations as served (regex-constrained): a repeated category or a cut answer is
+    malformed there, so a collapsed TVD fails it."""
     from tasks.train.common import TrainStageError
     from tasks.train.train_tvd import malformed_gate
 
-    broken = te.tvd_metrics(["I think that", "Values:", "???"], [["Face"]] * 3, ["Face"])
-    assert broken["malformed_share"] == 1.0
+    def served(gens: list[str]) -> dict:
+        return {f"served.{k}": v for k, v in te.tvd_metrics(gens, [["Face"]] * len(gens), ["Face"]).items()}
+
+    broken = served(["Values: Face; Face; Face", "Values: Face; Face; Hedonism", "Values: Face; Hedo"])
+    assert broken["served.malformed_share"] == 1.0
     with pytest.raises(TrainStageError, match="max_malformed_share"):
         malformed_gate(broken, 0.5)  # the tiny profile's value
-    fine = te.tvd_metrics(["Values: Face", "Values: Face; Hedonism", "nonsense"], [["Face"]] * 3, ["Face"])
-    malformed_gate(fine, 0.5)  # 1 of 3 malformed passes
+    malformed_gate(served(["Values: Face; Hedonism; Stimulation", "Values: Face; Humility; Tradition",
+                           "Values: Face; Face; Tradition"]), 0.5)  # 1 of 3 malformed passes
 
 
 def test_rg_champion_rule_uses_the_held_out_reward_margin_and_the_value_hit_rate():
