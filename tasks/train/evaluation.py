@@ -112,6 +112,27 @@ def generate(model: Any, tok: Any, prompts: Sequence[list[dict[str, str]]], max_
     return [o.strip() for o in out]
 
 
+def served_tvd(model: Any, tok: Any, prompts_: Sequence[list[dict[str, str]]], max_new_tokens: int, batch_size: int,
+               max_length: int) -> tuple[list[list[str]], list[int]]:
+    """TVD answers as the consumers get them (tasks.simulate.target_values, over HTTP there): decoded under
+    `tvd_regex`, then only the slots that repeated decoded again with the distinct values fixed, for at most TVD_K
+    rounds. Returns the distinct values per prompt (fewer than TVD_K = unusable) and the resampling rounds used."""
+    from tasks.domain.sim_prompts import tvd_regex
+
+    chosen: list[list[str]] = [[] for _ in prompts_]
+    rounds = [0] * len(prompts_)
+    first = generate(model, tok, prompts_, max_new_tokens, batch_size, max_length, regex=tvd_regex())
+    for i, g in enumerate(first):
+        chosen[i] = list(prompts.parse_tvd_answer(g) or [])
+    for r in range(1, prompts.TVD_K):
+        todo = [i for i, c in enumerate(chosen) if len(c) < prompts.TVD_K]
+        for i in todo:  # each prompt has its own fixed values, so its own regex: one at a time
+            (g,) = generate(model, tok, [prompts_[i]], max_new_tokens, 1, max_length, regex=tvd_regex(fixed=chosen[i]))
+            chosen[i] += [v for v in (prompts.parse_tvd_answer(g) or []) if v not in chosen[i]]
+            rounds[i] = r
+    return [c[: prompts.TVD_K] for c in chosen], rounds
+
+
 # --------------------------------------------------------------------------------------------------- log-probs
 def completion_logps(model: Any, tok: Any, prompts: Sequence[list[dict[str, str]]],
                      completions: Sequence[list[dict[str, str]]], max_length: int, batch_size: int

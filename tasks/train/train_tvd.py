@@ -11,7 +11,7 @@ from typing import Any
 from tasks import base_model
 from tasks.common import paths, registry
 from tasks.common.config import Params
-from tasks.domain import chat_template, sim_prompts
+from tasks.domain import chat_template, prompts
 from tasks.train import evaluation as train_eval
 from tasks.train import portable, trainers
 from tasks.train.common import TVD_MODEL, TrainStageError, finite, load_causal_lm, log_curves, read_split
@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def malformed_gate(metrics: dict[str, Any], max_share: float) -> None:
-    """Fail the stage (before registering) when more test generations *as served* than `max_share` are malformed:
-    under the regex every consumer decodes with (`sim_prompts.tvd_regex`), malformed = not three distinct
-    categories (a repeated one, or the answer cut by max_new_tokens) — what a collapsed TVD writes."""
+    """Fail the stage (before registering) when more test answers *as served* than `max_share` are unusable: decoded
+    the way every consumer decodes the TVD (`train_eval.served_tvd`: the regex, then only repeated slots again),
+    an answer without three distinct categories after TVD_K rounds (cut by max_new_tokens, or a model that keeps
+    naming the same ones) cannot feed the supporter. How often a repeat needed resampling is reported beside it."""
     if metrics["served.malformed_share"] > max_share:
         raise TrainStageError(f"TVD: {metrics['served.malformed_share']:.0%} malformed generations as served (regex-"
                               f"constrained) > train.tvd_eval.max_malformed_share={max_share}; train longer")
@@ -51,16 +52,21 @@ def run_tvd(cfg: Params, ds_dir: Path | None = None, models: Path | None = None,
     metrics: dict[str, Any] = dict(train_eval.tvd_metrics(gens, golds[: len(ev)], prior))
     # As served: simulate, rollouts and evaluation decode the TVD under this regex; free decoding above shows whether
     # the model learned the format on its own.
-    served = train_eval.generate(model, tok, [r["messages"][:-1] for r in ev], t.tvd_eval.max_new_tokens,
-                                 t.tvd_eval.batch_size, t.trainer["max_length"], regex=sim_prompts.tvd_regex())
+    answers, rounds = train_eval.served_tvd(model, tok, [r["messages"][:-1] for r in ev], t.tvd_eval.max_new_tokens,
+                                            t.tvd_eval.batch_size, t.trainer["max_length"])
+    served = [prompts.format_tvd_answer(a) if a else "" for a in answers]
     metrics.update({f"served.{k}": v for k, v in train_eval.tvd_metrics(served, golds[: len(ev)], prior).items()
-                    if k.startswith("tvd.") or k.startswith("malformed")})
+                    if k.startswith("tvd.")})
+    unusable = sum(len(a) < prompts.TVD_K for a in answers)
+    metrics.update({"served.malformed": unusable, "served.malformed_share": unusable / len(ev) if ev else 0.0,
+                    "served.resampled_share": sum(r > 0 for r in rounds) / len(ev) if ev else 0.0})
     metrics.update(train_loss=res.train_loss, global_step=res.global_step,
                    **{k: v for k, v in res.eval_metrics.items() if k == "eval_loss"})
     timings = {"train_seconds": res.seconds, "eval_seconds": round(time.time() - t0, 2)}  # MLflow only
-    log.info("TVD test: F1 %.3f (baseline %.3f), malformed %d/%d free, %d/%d as served (F1 %.3f); examples: %s / %s",
-             metrics["tvd.f1"], metrics["baseline.f1"], metrics["malformed"], metrics["n_test"],
-             metrics["served.malformed"], metrics["n_test"], metrics["served.tvd.f1"], gens[:3], served[:3])
+    log.info("TVD test: F1 %.3f (baseline %.3f), malformed %d/%d free; as served F1 %.3f, %d/%d unusable, %.0f%% "
+             "resampled; examples: %s / %s", metrics["tvd.f1"], metrics["baseline.f1"], metrics["malformed"],
+             metrics["n_test"], metrics["served.tvd.f1"], metrics["served.malformed"], metrics["n_test"],
+             100 * metrics["served.resampled_share"], gens[:3], served[:3])
     malformed_gate(metrics, t.tvd_eval.max_malformed_share)
     if register_model:
         import mlflow

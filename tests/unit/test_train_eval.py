@@ -65,21 +65,37 @@ def test_value_hits():
     assert math.isnan(te.value_hits([], []))
 
 
-def test_tvd_gate_fails_a_model_that_cannot_write_the_answer_line():
-    """The gate reads the generations as served (regex-constrained): a repeated category or a cut answer is
-    malformed there, so a collapsed TVD fails it."""
+def test_tvd_gate_fails_a_model_whose_served_answers_are_unusable():
+    """The gate reads the answers as served (regex, then repeated slots resampled): fewer than three distinct
+    categories after that is unusable."""
     from tasks.train.common import TrainStageError
     from tasks.train.train_tvd import malformed_gate
 
-    def served(gens: list[str]) -> dict:
-        return {f"served.{k}": v for k, v in te.tvd_metrics(gens, [["Face"]] * len(gens), ["Face"]).items()}
-
-    broken = served(["Values: Face; Face; Face", "Values: Face; Face; Hedonism", "Values: Face; Hedo"])
-    assert broken["served.malformed_share"] == 1.0
     with pytest.raises(TrainStageError, match="max_malformed_share"):
-        malformed_gate(broken, 0.5)  # the tiny profile's value
-    malformed_gate(served(["Values: Face; Hedonism; Stimulation", "Values: Face; Humility; Tradition",
-                           "Values: Face; Face; Tradition"]), 0.5)  # 1 of 3 malformed passes
+        malformed_gate({"served.malformed_share": 2 / 3}, 0.5)  # the tiny profile's value
+    malformed_gate({"served.malformed_share": 1 / 3}, 0.5)
+
+
+def test_served_tvd_resamples_only_repeated_slots_like_the_consumers():
+    """A model that always names one category gets it once, then the other slots are decoded with it fixed."""
+    from tasks.domain.sim_prompts import tvd_regex
+
+    calls: list[str | None] = []
+
+    def fake_generate(model, tok, prompts_, max_new_tokens, batch_size, max_length, regex=None):
+        calls.append(regex)
+        if regex == tvd_regex():
+            return ["Values: Face; Face; Face"] * len(prompts_)
+        return ["Values: Face; Humility; Tradition"]
+
+    import tasks.train.evaluation as ev
+    orig, ev.generate = ev.generate, fake_generate
+    try:
+        answers, rounds = ev.served_tvd(None, None, [[{"role": "user", "content": "x"}]] * 2, 40, 16, 384)
+    finally:
+        ev.generate = orig
+    assert answers == [["Face", "Humility", "Tradition"]] * 2 and rounds == [1, 1]
+    assert calls[0] == tvd_regex() and calls[1] == tvd_regex(fixed=["Face"])
 
 
 def test_rg_champion_rule_uses_the_held_out_reward_margin_and_the_value_hit_rate():
