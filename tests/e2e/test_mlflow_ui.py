@@ -49,9 +49,13 @@ def test_family_experiment_opens_on_the_runs_table(mlflow_store, tmp_path, monke
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             links = tracking.experiment_links(f"http://127.0.0.1:{port}", "esvr", mlflow_store)
             assert set(links) == {"esvr", "esvr/value-detector"}
-            page.goto(links["esvr/value-detector"], wait_until="networkidle")
+            # "networkidle" is not a condition the MLflow SPA promises (it polls, and a loaded CI box timed out at
+            # 30 s waiting for it): wait for the document, then for what the user must see.
+            page.goto(links["esvr/value-detector"], wait_until="domcontentloaded", timeout=120_000)
             try:
-                page.get_by_text("train_value_detector").first.wait_for(timeout=90_000)
+                page.get_by_text("train_value_detector").first.wait_for(timeout=120_000)
+                page.wait_for_function("document.body.innerText.split('train_value_detector').length > 2",
+                                       timeout=60_000)  # both runs rendered, not just the first
             finally:
                 page.screenshot(path=str(tmp_path / "runs.png"))
                 if os.environ.get("ESVR_KEEP_SCREENSHOT"):
