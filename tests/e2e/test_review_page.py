@@ -41,7 +41,7 @@ class ReviewServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "tasks.cli.main", "review", "serve", "--pairs",
                                       str(pairs), "--db", str(self.db), "--port", str(self.port)],
                                      cwd=paths.ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_healthy(self.url + "/health", 60, self.proc)
+        wait_healthy(self.url + "/health", 180, self.proc)  # a fresh interpreter importing the app on a loaded box
 
     def invite(self, name: str = "rater") -> str:
         out = esvr("review", "invite", "--db", str(self.db), "--name", name)
@@ -77,7 +77,7 @@ def browser():
     for f in BROWSER_FLAGS:
         opts.add_argument(f)
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    driver.set_page_load_timeout(30)
+    driver.set_page_load_timeout(120)
     yield driver
     driver.quit()
 
@@ -94,7 +94,7 @@ def vote(driver, choices: dict[str, str], comment: str) -> None:
     submit.click()
     # The click returns once the POST is sent, not once the redirected page is there: on a loaded machine the next
     # find_element could still read the old page. Wait until the old form is gone.
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(submit))
+    WebDriverWait(driver, 120).until(expected_conditions.staleness_of(submit))
 
 
 def count_verdicts(db: Path) -> int:
