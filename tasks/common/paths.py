@@ -52,3 +52,9 @@ def mirror_dir() -> Path:
     """The public-data mirror folder (may not exist: callers report how to fix that)."""
     value = os.environ.get(MIRROR_ENV)
     return Path(value).expanduser().resolve() if value else (ROOT.parent / "shared" / "data").resolve()
+
+
+def portable_text(text: str) -> str:
+    """`text` with this checkout's root left out of every path in it, for messages that are written into tracked
+    files (metrics, skip reasons): the same run on another machine or clone writes the same bytes."""
+    return text.replace(str(ROOT) + os.sep, "")

@@ -285,7 +285,7 @@ def plan_variants(cfg: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, s
 
     A `model` variant whose supporter does not resolve (not trained / not registered yet) is skipped with the
     reason, not an error: the teacher-side variants do not wait for the supporter stages."""
-    from tasks.common import registry
+    from tasks.common import paths, registry
 
     active, skipped, local, fps = {}, {}, {}, {}
     for name, v in cfg.variants.items():
@@ -294,8 +294,8 @@ def plan_variants(cfg: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, s
                 folder = registry.resolve(v.model, must_contain=("config.json", "adapter_config.json"))
                 fps[name] = registry.fingerprint(v.model)
             except (registry.RegistryError, OSError) as e:
-                skipped[name] = (f"supporter model {v.model} not available (not trained or not registered yet: "
-                                 f"{str(e).splitlines()[0][:300]})")
+                skipped[name] = paths.portable_text(f"supporter model {v.model} not available (not trained or not "
+                                                    f"registered yet: {str(e).splitlines()[0][:300]})")
                 log.warning("evaluate: skipping variant %s: %s", name, skipped[name])
                 continue
             ep = cfg.endpoints[v.endpoint]

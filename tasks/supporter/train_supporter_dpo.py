@@ -96,7 +96,7 @@ def skip_without_pairs(kind: Kind, out: Path, pairs_dir: Path, register_model: b
     (no weights that could pass for a DPO model), nothing is registered, so the evaluation skips that variant."""
     import shutil
 
-    reason = f"{pairs_dir}/train.jsonl has no pairs (rewards tie: see metrics/mine_pairs.json)"
+    reason = paths.portable_text(f"{pairs_dir}/train.jsonl has no pairs (rewards tie: see metrics/mine_pairs.json)")
     log.warning("%s DPO skipped: %s", kind, reason)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

@@ -32,3 +32,9 @@ def test_every_stage_output_has_one_constant():
 def test_every_constant_is_a_stage_output():
     stray = {k: v for k, v in _constants().items() if v not in _outs()}
     assert not stray, f"paths constants that no dvc.yaml stage outputs (rename them together): {stray}"
+
+
+def test_portable_text_leaves_out_only_this_checkout_root():
+    inside = f"{paths.ROOT / 'data' / 'pairs' / 'value'}/train.jsonl has no pairs; store sqlite:///{paths.MLRUNS}/x.db"
+    assert paths.portable_text(inside) == "data/pairs/value/train.jsonl has no pairs; store sqlite:///mlruns/x.db"
+    assert paths.portable_text("/elsewhere/data/x.jsonl") == "/elsewhere/data/x.jsonl"
