@@ -3,9 +3,12 @@
 * **probes**: empty / whitespace texts and small talk (`EMPTY_PROBES`, `SMALL_TALK_PROBES`, written here and kept out
   of every training and calibration set by tasks/annotators/value_free.py): share with no value present.
 * **value-laden probes** (`VALUE_LADEN`): hand-written sentences, each naming one category; share that keeps it.
-* **factual probes** (`FACTUAL_PROBES`): hand-written news-style statements of fact (dates, figures, schedules)
-  that express no value: the formal register the value-free training texts (conversational) do not cover; share
-  with no value. Not used by training or calibration.
+* **factual probes** (`FACTUAL_PROBES`, `FACTUAL_HELD_BACK`): hand-written news-style statements of fact (dates,
+  figures, schedules) that express no value: the formal register conversational value-free texts do not cover; share
+  with no value and values per text. Never trained or calibrated on. The 40 `FACTUAL_PROBES` chose, once, the
+  value-free recipe (the `goemotions_neutral` source and `value_free_train` of the tiny profile, among four
+  recipes measured on 2026-12-02): their figure is optimistic. `FACTUAL_HELD_BACK` (20, written after that choice)
+  chose nothing.
 * **FULCRA recall** (fulcra-valuecompass, MIT): LLM replies in dialogue labelled with Schwartz values; the 54
   level-1 items mapped to the 20 Touché categories (`fulcra_category`, mapping from the mirror's PROVENANCE);
   recall of the (reply, category) pairs labelled `+1`, share of replies with any value, values per reply.
@@ -74,7 +77,53 @@ FACTUAL_PROBES: tuple[str, ...] = (
     "Last year the airport handled 8 million passengers.",
     "The delegation included representatives of four regions.",
     "Road works on the motorway will continue until the end of the month.",
+    "The station opened in 1911 and was rebuilt after a fire in 1978.",
+    "The match ended 2-1 after extra time.",
+    "Rain is forecast for the north of the country on Wednesday.",
+    "The phone has a 6.1-inch screen and weighs 170 grams.",
+    "The library moved to its current building in 2004.",
+    "The ferry crossing takes about forty minutes.",
+    "The album was recorded in London over three weeks.",
+    "The hearing was adjourned until next Friday.",
+    "The island has a population of roughly 9,000.",
+    "The road between the two towns is 12 kilometres long.",
+    "The festival is held every August in the old town square.",
+    "The firm reported revenue of 4.2 billion euros for the quarter.",
+    "The flight was delayed by two hours because of fog.",
+    "The book has been translated into 14 languages.",
+    "The mayor will present the plans at a press conference at 11 a.m.",
+    "The building has twelve floors and an underground car park.",
+    "The new timetable comes into force on 1 January.",
+    "The company was founded in Lyon in 1987.",
+    "The exhibition runs until the end of September.",
+    "The tunnel is closed overnight for maintenance.",
 )
+#: Written after the value-free recipe was chosen on `FACTUAL_PROBES`: the factual figure that chose nothing.
+FACTUAL_HELD_BACK: tuple[str, ...] = (
+    "The bus service runs every twenty minutes on weekdays.",
+    "The painting was sold at auction in New York in 1998.",
+    "The court will deliver its ruling on 3 March.",
+    "The stadium holds about 45,000 spectators.",
+    "The hospital opened a new wing last spring.",
+    "The lake freezes over in most winters.",
+    "The government published the figures on Thursday morning.",
+    "The castle dates from the twelfth century.",
+    "The shop opens at eight and closes at six.",
+    "The second volume appeared two years after the first.",
+    "The plane landed in Madrid shortly before midnight.",
+    "The data were collected in 2019 and 2020.",
+    "The route passes through three villages and a forest.",
+    "The company moved its headquarters to Berlin in 2015.",
+    "The recipe takes about an hour from start to finish.",
+    "The bridge was closed to traffic for three days.",
+    "The orchestra gave its first concert in 1842.",
+    "The results will be announced at the end of the month.",
+    "The article appeared in the Saturday edition.",
+    "The town lies 40 kilometres south of the capital.",
+)
+#: Every text a presence figure is reported on: value_free.py keeps them out of the value-free pool (training and
+#: calibration never see them).
+REPORTED_TEXTS: tuple[str, ...] = PROBES + FACTUAL_PROBES + FACTUAL_HELD_BACK + tuple(t for _, t in VALUE_LADEN)
 
 #: FULCRA's 19 Schwartz-SVS items that are not Touché level-1 names (the mirror's PROVENANCE mapping). "moderate" is
 #: ambiguous (Humility or Tradition) and left out.
@@ -189,7 +238,8 @@ def presence_report(detector: Any, fulcra: tuple[list[str], np.ndarray] | None =
     out: dict[str, Any] = {"probes_empty": probe_report(EMPTY_PROBES, mask(EMPTY_PROBES)),
                            "probes_small_talk": probe_report(SMALL_TALK_PROBES, mask(SMALL_TALK_PROBES)),
                            "value_laden": value_laden_report(mask([t for _, t in VALUE_LADEN])),
-                           "probes_factual": probe_report(FACTUAL_PROBES, mask(FACTUAL_PROBES))}
+                           "probes_factual": probe_report(FACTUAL_PROBES, mask(FACTUAL_PROBES)),
+                           "probes_factual_held_back": probe_report(FACTUAL_HELD_BACK, mask(FACTUAL_HELD_BACK))}
     out["probes"] = {"n": len(PROBES), "share_no_value": share_without_value(mask(PROBES))}
     if fulcra is not None:
         out["fulcra"] = fulcra_report(fulcra[1], mask(fulcra[0]))

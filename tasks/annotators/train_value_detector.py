@@ -42,8 +42,8 @@ def presence_extension(cfg: Any) -> Extension:
     state: dict[str, Any] = {}
 
     def augment(train: LabelledTexts, choose: LabelledTexts, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
-        excluded = presence_eval.PROBES + presence_eval.FACTUAL_PROBES + tuple(t for _, t in presence_eval.VALUE_LADEN)
-        pool = value_free.load_pool(pcfg, external("goemotions"), external("claff_offmychest"), excluded, seed,
+        pool = value_free.load_pool(pcfg, external("goemotions"), external("claff_offmychest"),
+                                    presence_eval.REPORTED_TEXTS, seed,
                                     round(len(choose.texts) * pcfg.choose_ratio))
         state.update(pool=pool, seed=seed, choose_arguments=len(choose.texts), argument_texts=list(choose.texts))
         return (classifier.concat(train, classifier.unlabelled(pool.train, train.label_names, "vf-train-")),
@@ -109,7 +109,7 @@ def evaluate_folder(folder: str | Path, cfg: Any, seed: int, min_chars: int | No
     mask = det.mask(report.texts).astype(np.float32)
     rep = classifier.evaluate(mask, report.labels, np.full(len(report.label_names), 0.5), report.label_names)
     pool = value_free.load_pool(cfg.presence, external("goemotions"), external("claff_offmychest"),
-                                presence_eval.PROBES + presence_eval.FACTUAL_PROBES + tuple(t for _, t in presence_eval.VALUE_LADEN), seed,
+                                presence_eval.REPORTED_TEXTS, seed,
                                 round((len(dev.texts) - len(report.texts)) * cfg.presence.choose_ratio))
     fulcra, turns = held_back_sources(cfg.presence, seed)
     return {"model": str(folder), "min_chars": det.rule.min_chars, "min_top": det.rule.min_top,

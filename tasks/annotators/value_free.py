@@ -13,6 +13,12 @@ The rule (`RULE_VERSION`), applied to two real sources in the mirror:
 2. `claff_routine`: CL-Aff (r/offmychest, r/CasualConversation) training sentences that its annotators marked with
    no emotional disclosure, no information disclosure and no support — "general or routine information without
    personal references" ("Hotel with AC for $30 per night."), at most 300 characters.
+3. `goemotions_neutral`: GoEmotions *train* comments whose only label is `neutral`, longer than `short_max_words`
+   and at most `neutral_max_words` words, that are impersonal statements — no first/second person, no obligation
+   word (should, must, need, deserve), no placeholder, no question or exclamation mark ("No usable cure was found
+   for TB until 1945."). Why: the first two sources are conversational, so a detector calibrated on them still
+   gave plain statements of fact 3.4 values each (presence_eval.FACTUAL_PROBES); this is the closest the mirror
+   comes to the factual register. It is noisier (a neutral comment can still argue), so it is one source of three.
 
 From both, a text is dropped when it *names* a value — one of its words (5+ letters) starts with the first five
 letters of a 5+-letter word of a Touché level-1 value name ("freedom", "privacy", "pleasure", "success", "wealth",
@@ -39,8 +45,9 @@ from tasks.common.hashing import content_id
 from tasks.domain.taxonomy import LEVEL1, VALUE_CATEGORIES
 
 #: Bump when the rule changes (it is part of the detector's metadata and of this module's hash in dvc.yaml deps).
-RULE_VERSION = "value-free-v1"
-SOURCES = ("goemotions_short", "claff_routine")
+#: v2: the `goemotions_neutral` source.
+RULE_VERSION = "value-free-v2"
+SOURCES = ("goemotions_short", "claff_routine", "goemotions_neutral")
 STEM = 5  # letters compared between a text's words and the value-name words
 
 _WORD = re.compile(r"[a-z]+")
@@ -82,6 +89,27 @@ def read_goemotions_short(train_tsv: str | Path, max_words: int) -> list[str]:
             if not r:
                 raise ValueError(f"{train_tsv}:{line}: empty row")
             if 0 < len(r[0].split()) <= max_words:
+                out.append(r[0])
+    return out
+
+
+NEUTRAL = "27"  # GoEmotions' label id of `neutral` (emotions.txt, line 28)
+#: First/second person, obligation and placeholders: a neutral comment with one of them addresses or judges
+#: someone ("you should ...", "we need ..."), which is where values live; impersonal statements remain.
+_PERSONAL = re.compile(r"\b(i|me|my|mine|myself|you|your|yours|yourself|u|ur|we|us|our|ours|im|let's|should|"
+                       r"shouldn't|must|ought|need|needs|deserve|deserves)\b|\[[A-Z]+\]|[?!]", re.I)
+
+
+def read_goemotions_neutral(train_tsv: str | Path, min_words: int, max_words: int) -> list[str]:
+    """GoEmotions train comments whose only label is `neutral`, of min_words..max_words words, that are impersonal
+    statements (no first/second person, obligation word, placeholder, question or exclamation): the closest the
+    mirror has to the plain factual register ("No usable cure was found for TB until 1945.")."""
+    out = []
+    with open(train_tsv, encoding="utf-8", newline="") as f:
+        for line, r in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if len(r) < 2:
+                raise ValueError(f"{train_tsv}:{line}: expected text<TAB>labels, got {len(r)} column(s)")
+            if r[1] == NEUTRAL and min_words <= len(r[0].split()) <= max_words and not _PERSONAL.search(r[0]):
                 out.append(r[0])
     return out
 
@@ -156,7 +184,9 @@ def load_pool(cfg: Any, goemotions_dir: Path, claff_dir: Path, exclude: Iterable
               n_choose: int) -> ValueFreePool:
     """The pool from the staged files for `value_detector.presence` params (`cfg`)."""
     readers = {"goemotions_short": lambda: read_goemotions_short(goemotions_dir / "train.tsv", cfg.short_max_words),
-               "claff_routine": lambda: read_claff_routine(claff_dir / "labeled_training_set.csv")}
+               "claff_routine": lambda: read_claff_routine(claff_dir / "labeled_training_set.csv"),
+               "goemotions_neutral": lambda: read_goemotions_neutral(goemotions_dir / "train.tsv",
+                                                                     cfg.short_max_words + 1, cfg.neutral_max_words)}
     return build_pool({s: readers[s]() for s in cfg.value_free_sources}, exclude, seed, cfg.value_free_train,
                       n_choose, cfg.value_free_report)
 

@@ -165,8 +165,9 @@ class PresenceParams(StrictModel):
     """`value_detector.presence`: the value-presence rule (tasks/annotators/presence.py) and how it is calibrated."""
 
     min_chars: int = Field(ge=0)  # fewer non-space characters than this: no value, whatever the detector says
-    value_free_sources: list[Literal["goemotions_short", "claff_routine"]]  # tasks/annotators/value_free.py
+    value_free_sources: list[Literal["goemotions_short", "claff_routine", "goemotions_neutral"]]  # tasks/annotators/value_free.py
     short_max_words: int = Field(ge=1)  # goemotions_short: comments of at most this many words
+    neutral_max_words: int = Field(ge=1)  # goemotions_neutral: longer than short_max_words, at most this many words
     value_free_train: int = Field(ge=0)  # value-free texts added to training (all labels 0); 0 = arguments only
     choose_ratio: float = Field(ge=0.0)  # value-free texts in the threshold-choosing set per validation argument there
     value_free_report: int = Field(ge=0)  # value-free texts held back for the report
