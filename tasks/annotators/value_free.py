@@ -5,7 +5,7 @@ never seen a text without one and assigns values to anything ("thanks!", "ok lol
 rows (all 20 labels 0) in training and in the set that chooses the thresholds teach it, and its thresholds, that
 small talk and routine remarks express nothing.
 
-The rule (`RULE_VERSION`), applied to two real sources in the mirror:
+The rule (`RULE_VERSION`), applied to three real sources in the mirror:
 
 1. `goemotions_short`: GoEmotions *train* comments of at most `short_max_words` words — back-channels, thanks,
    laughter, short questions and reactions ("Thank you!!", "Yup. Lol", "What did he say?"). GoEmotions dev is not
@@ -20,7 +20,7 @@ The rule (`RULE_VERSION`), applied to two real sources in the mirror:
    gave plain statements of fact 3.4 values each (presence_eval.FACTUAL_PROBES); this is the closest the mirror
    comes to the factual register. It is noisier (a neutral comment can still argue), so it is one source of three.
 
-From both, a text is dropped when it *names* a value — one of its words (5+ letters) starts with the first five
+From all three, a text is dropped when it *names* a value — one of its words (5+ letters) starts with the first five
 letters of a 5+-letter word of a Touché level-1 value name ("freedom", "privacy", "pleasure", "success", "wealth",
 "health", "family", "honest", "loyalty", "equality", "nature", ...) — or when its normalised form is one of the
 presence probes (`tasks.annotators.presence_eval`), which are reported and so must not be trained on. Texts are
