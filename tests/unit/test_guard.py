@@ -36,6 +36,9 @@ def test_labelled_sets_have_both_classes_and_enough_lines():
         assert set(r) == {"text", "crisis", "kind"} and isinstance(r["crisis"], bool)
     assert 0.4 < sum(r["crisis"] for r in test) / len(test) < 0.6
     assert not {r["text"] for r in test} & {r["text"] for r in dev}, "the held-out set must not repeat dev lines"
+    para = rows("test_paraphrase.jsonl")
+    assert not {r["text"] for r in para} & {r["text"] for r in test + dev}, "the paraphrase set repeats a line"
+    assert all(set(r) == {"text", "crisis", "kind"} for r in para) and 0.4 < sum(r["crisis"] for r in para) / len(para) < 0.6
 
 
 @pytest.mark.parametrize("name", ["test.jsonl", "dev.jsonl"])
@@ -43,6 +46,17 @@ def test_precision_and_recall(guard, name):
     report = evaluate(guard, rows(name))
     assert report["recall"] >= MIN_RECALL, report["errors"]
     assert report["precision"] >= MIN_PRECISION, report["errors"]
+
+
+#: The paraphrase set (written after lexicon v1, before v2's tuning; README in the fixtures folder): the lexicon's
+#: known limit. v1 recalled .41 of its crises, v2 .52; the floor catches a lexicon that loses what v2 gained.
+PARAPHRASE_MIN_RECALL = 0.5
+
+
+def test_paraphrases_written_later(guard):
+    report = evaluate(guard, rows("test_paraphrase.jsonl"))
+    assert report["precision"] >= MIN_PRECISION, report["errors"]
+    assert report["recall"] >= PARAPHRASE_MIN_RECALL, report["errors"]
 
 
 @pytest.mark.parametrize("text", ["this exam is killing me", "I'd die for a pizza", "I’d die for a pizza",
