@@ -87,6 +87,17 @@ def test_negation_past_and_third_party(guard, text, crisis):
     assert guard.check(text).crisis is crisis, guard.check(text)
 
 
+@pytest.mark.parametrize(("text", "crisis"), [
+    ("I feel awful right now and I have an exam tonight", False),  # two timing words are one signal
+    ("I'm going out tonight and this weekend", False),
+    ("I'm so done with this semester, party tonight", False),
+    ("I'm on the bridge right now", True),  # a height + timing: two different signals
+    ("I'm done, I've said goodbye to everyone", True),
+])
+def test_weak_signals_pair_only_across_kinds(guard, text, crisis):
+    assert guard.check(text).crisis is crisis
+
+
 def test_reason_never_quotes_the_message(guard):
     text = "I have a secret plan and I want to kill myself with the pills under my bed"
     v = guard.check(text)
